@@ -1,0 +1,125 @@
+"""The trainer's one frozen, typed config, validated once at construction.
+
+Loss-specific knobs are conditional, as in the math: ``lambda_gp`` belongs to wgan-gp alone,
+``clip_value`` to wgan alone, ``san_base`` to san alone. Giving one to another loss is an error,
+not a silently ignored value; leaving it unset picks the usual default for its loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .data import DATASETS
+from .losses import LOSSES, SAN_BASES
+from .networks import ARCHITECTURES, LATENT_PRIORS, NetworkConfig
+
+DEFAULT_LAMBDA_GP = 10.0
+DEFAULT_CLIP_VALUE = 0.01
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it and the valid choices."""
+
+
+def _choice(name: str, value: Any, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data and networks
+    dataset: str = "mnist"
+    architecture: str = "mlp"
+    latent_dim: int = 100
+    latent_prior: str = "normal"
+    width: float = 1.0
+    spectral_norm: bool = False
+    dropout: float = 0.0
+    batch_norm: bool = False
+    # objective
+    loss: str = "bce"
+    san_base: str | None = None
+    lambda_gp: float | None = None
+    clip_value: float | None = None
+    n_critic: int = 1
+    # optimisation (Adam for both networks)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 64
+    steps: int = 2000  # generator updates; each follows n_critic discriminator updates
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("architecture", self.architecture, ARCHITECTURES)
+        _choice("latent prior", self.latent_prior, LATENT_PRIORS)
+        _choice("loss", self.loss, LOSSES)
+        self._check_conditional("lambda_gp", "wgan-gp", DEFAULT_LAMBDA_GP)
+        self._check_conditional("clip_value", "wgan", DEFAULT_CLIP_VALUE)
+        if self.loss == "san":
+            object.__setattr__(self, "san_base", self.san_base or "hinge")
+            _choice("san_base", self.san_base, SAN_BASES)
+        elif self.san_base is not None:
+            raise ConfigError(f"san_base is only used by loss 'san', got loss {self.loss!r}")
+        for name in ("latent_dim", "n_critic", "batch_size", "steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("lr_g", "lr_d", "width"):
+            v = getattr(self, name)
+            if not _finite(v) or v <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {v!r}")
+        for name in ("beta1", "beta2", "dropout"):
+            v = getattr(self, name)
+            if not _finite(v) or not 0 <= v < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {v!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+
+    def _check_conditional(self, name: str, owner: str, default: float) -> None:
+        v = getattr(self, name)
+        if self.loss != owner:
+            if v is not None:
+                raise ConfigError(f"{name} is only used by loss {owner!r}, got loss {self.loss!r}")
+            return
+        if v is None:
+            object.__setattr__(self, name, default)
+        elif not _finite(v) or v <= 0:
+            raise ConfigError(f"{name} must be a positive number, got {v!r}")
+
+    @property
+    def network(self) -> NetworkConfig:
+        return NetworkConfig(
+            architecture=self.architecture,
+            latent_dim=self.latent_dim,
+            width=self.width,
+            spectral_norm=self.spectral_norm,
+            dropout=self.dropout,
+            batch_norm=self.batch_norm,
+            san=self.loss == "san",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a mapping; unknown keys are an error listing the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}; valid keys: {', '.join(names)}")
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,217 @@
+"""The training loop: one TrainConfig in, a trained (G, D) pair and its checkpoint out.
+
+One step = n_critic discriminator updates, then one generator update. Randomness comes from
+three seeded streams (network init + dropout through torch's global RNG, the batch order,
+and the latent/GP noise), all saved in checkpoints, so the same seed gives bit-identical
+weights on CPU and a resumed run continues exactly where the stopped one was.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import BatchSampler, load_images
+from .losses import clip_weights_, discriminator_objective, generator_objective
+from .networks import build_discriminator, build_generator, sample_latent
+
+
+class DivergenceError(FloatingPointError):
+    """A loss became NaN or infinite."""
+
+    def __init__(self, step: int, what: str, value: float):
+        super().__init__(f"training diverged at step {step}: {what} is {value}")
+        self.step = step
+
+
+# callback(trainer) -> True to stop training early (e.g. a pruner's decision), else None/False
+Callback = Callable[["Trainer"], Optional[bool]]
+
+
+class Trainer:
+    """Holds G, D, their optimisers and the data/noise streams; ``train_step`` advances one step."""
+
+    def __init__(self, config: TrainConfig, images_u8: Tensor, *, device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)  # network init, then dropout masks
+        net = config.network
+        self.G = build_generator(net).to(self.device)
+        self.D = build_discriminator(net).to(self.device)
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas, foreach=True)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas, foreach=True)
+        self.sampler = BatchSampler(images_u8, config.batch_size, seed=config.seed + 1, device=self.device)
+        self.noise = torch.Generator().manual_seed(config.seed + 2)
+        self.step = 0
+        self.history: dict[str, list[float]] = {"step": [], "loss_d": [], "loss_g": []}
+
+    # -- one step ---------------------------------------------------------------------------
+    def _z(self, n: int) -> Tensor:
+        c = self.config
+        return sample_latent(n, c.latent_dim, c.latent_prior, generator=self.noise, device=self.device)
+
+    def _d_step(self) -> float:
+        c = self.config
+        x_real = self.sampler.next()
+        with torch.no_grad():  # D's update needs no graph through G
+            x_fake = self.G(self._z(c.batch_size))
+        gp_eps = None
+        if c.loss == "wgan-gp":
+            gp_eps = torch.rand(c.batch_size, 1, 1, 1, generator=self.noise).to(self.device)
+        loss_d, _ = discriminator_objective(
+            self.D, x_real, x_fake, loss=c.loss, san_base=c.san_base or "hinge",
+            lambda_gp=c.lambda_gp, gp_eps=gp_eps,
+        )
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        if c.loss == "wgan":
+            clip_weights_(self.D, c.clip_value)
+        return loss_d.item()
+
+    def _g_step(self) -> float:
+        c = self.config
+        self.D.requires_grad_(False)  # G's update needs dL/dx through D, not dL/dθ_D
+        try:
+            loss_g = generator_objective(self.D, self.G(self._z(c.batch_size)), loss=c.loss)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+        finally:
+            self.D.requires_grad_(True)
+        return loss_g.item()
+
+    def train_step(self) -> dict[str, float]:
+        self.G.train()
+        self.D.train()
+        loss_d = math.nan
+        for _ in range(self.config.n_critic):
+            loss_d = self._d_step()
+            if not math.isfinite(loss_d):
+                raise DivergenceError(self.step + 1, "discriminator loss", loss_d)
+        loss_g = self._g_step()
+        if not math.isfinite(loss_g):
+            raise DivergenceError(self.step + 1, "generator loss", loss_g)
+        self.step += 1
+        self.history["step"].append(self.step)
+        self.history["loss_d"].append(loss_d)
+        self.history["loss_g"].append(loss_g)
+        return {"loss_d": loss_d, "loss_g": loss_g}
+
+    @torch.no_grad()
+    def sample(self, n: int, *, seed: int = 0) -> Tensor:
+        """n images [n, 1, 28, 28] in [-1, 1] from fixed latents (eval mode; state unchanged)."""
+        was_training = self.G.training
+        self.G.eval()
+        z = sample_latent(n, self.config.latent_dim, self.config.latent_prior,
+                          generator=torch.Generator().manual_seed(seed), device=self.device)
+        out = self.G(z)
+        self.G.train(was_training)
+        return out
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "noise": self.noise.get_state(),
+                "sampler": self.sampler.state_dict(),
+            },
+            "history": {k: list(v) for k, v in self.history.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != self.config.to_dict():
+            raise CheckpointError("checkpoint was written by a different config; cannot resume with this one")
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.noise.set_state(state["rng"]["noise"])
+        self.sampler.load_state_dict(state["rng"]["sampler"])
+        self.step = int(state["step"])
+        self.history = {k: list(v) for k, v in state["history"].items()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return save_checkpoint(path, self.state_dict())
+
+
+@dataclass
+class TrainResult:
+    trainer: Trainer
+    stopped_early: bool
+    checkpoint: Path | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    images_u8: Tensor | None = None,
+    data_root: str | os.PathLike | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    callback: Callback | None = None,
+    callback_every: int = 0,
+    progress: bool | None = None,
+    device: str | torch.device = "cpu",
+) -> TrainResult:
+    """Train ``config.steps`` generator steps.
+
+    resume: continue from ``checkpoint_path`` if that file exists.
+    callback: called every ``callback_every`` steps (and after the last); returning True stops.
+    progress: a tqdm bar; None means "only when stderr is a terminal".
+    """
+    if images_u8 is None:
+        images_u8 = load_images(config.dataset, split="train", data_root=data_root).images
+    trainer = Trainer(config, images_u8, device=device)
+    if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
+        trainer.load_state_dict(load_checkpoint(checkpoint_path, map_location=device))
+    bar = _progress_bar(config.steps, trainer.step, progress)
+    stopped = False
+    try:
+        while trainer.step < config.steps:
+            losses = trainer.train_step()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss_d=f"{losses['loss_d']:.3f}", loss_g=f"{losses['loss_g']:.3f}", refresh=False)
+            if checkpoint_path is not None and checkpoint_every and trainer.step % checkpoint_every == 0:
+                trainer.save(checkpoint_path)
+            last = trainer.step == config.steps
+            if callback is not None and callback_every and (trainer.step % callback_every == 0 or last):
+                if callback(trainer):
+                    stopped = True
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    ckpt = trainer.save(checkpoint_path) if checkpoint_path is not None else None
+    return TrainResult(trainer=trainer, stopped_early=stopped, checkpoint=ckpt, history=trainer.history)
+
+
+def _progress_bar(total: int, initial: int, progress: bool | None):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
