@@ -14,12 +14,12 @@ from .data import (
 )
 from .losses import LOSSES, get_loss
 from .networks import ARCHITECTURES, LATENT_PRIORS, NetworkConfig, build_discriminator, build_generator, sample_latent
-from .trainer import DivergenceError, Trainer, TrainResult, train
+from .trainer import DivergenceError, Trainer, TrainResult, train_gan
 
 __all__ = [
     "ARCHITECTURES", "BatchSampler", "CheckpointError", "ConfigError", "DATASETS", "DATA_ROOT_ENV",
     "DataNotFoundError", "DivergenceError", "ImageSet", "LATENT_PRIORS", "LOSSES", "LoadedModels",
     "NetworkConfig", "TrainConfig", "TrainResult", "Trainer", "build_discriminator", "build_generator",
     "get_loss", "load_checkpoint", "load_images", "load_models", "resolve_data_root", "sample_latent",
-    "save_checkpoint", "to_float", "train",
+    "save_checkpoint", "to_float", "train_gan",
 ]

@@ -137,7 +137,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != self.config.to_dict():
+        if _without_steps(state["config"]) != _without_steps(self.config.to_dict()):
             raise CheckpointError("checkpoint was written by a different config; cannot resume with this one")
         self.G.load_state_dict(state["generator"])
         self.D.load_state_dict(state["discriminator"])
@@ -161,7 +161,7 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def train(
+def train_gan(
     config: TrainConfig,
     *,
     images_u8: Tensor | None = None,
@@ -215,3 +215,8 @@ def _progress_bar(total: int, initial: int, progress: bool | None):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _without_steps(config: dict) -> dict:
+    """Resuming may extend or shorten the run; every other field must match."""
+    return {k: v for k, v in config.items() if k != "steps"}

@@ -1,0 +1,62 @@
+"""Transport costs of DOT and the space each method measures them in.
+
+Every cost compares a moving point with its fixed start, per sample, in one space:
+  latent       ||z - z_y + delta||
+  image        ||x - y + delta||            (target DOT)  or  ||G(z) - G(z_y) + delta||  (latent-image)
+  embedding    ||E(x) - E(y) + delta||      (embedded DOT; x = G(z) for the latent version)
+delta is a constant added to every coordinate (Tanaka: 0.001) so that the l2 norm is
+differentiable at the start point, where the difference is exactly zero.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor, nn
+
+# name -> c(v) for v [B, P] (one flattened difference per sample) -> [B]
+NORMS: dict[str, Callable[[Tensor], Tensor]] = {
+    "l2": lambda v: v.norm(dim=1),
+    "squared-l2": lambda v: (v * v).sum(dim=1),
+}
+
+
+def transport_cost(a: Tensor, b: Tensor, *, norm: str, delta: float) -> Tensor:
+    """c(a - b + delta) per sample: a, b [B, ...] (same shape) -> [B]."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid choices: {', '.join(NORMS)}")
+    return NORMS[norm]((a - b).flatten(1) + delta)
+
+
+# method -> the space its transport cost lives in
+COST_SPACES: dict[str, str] = {
+    "target": "image",
+    "latent": "latent",
+    "latent-image": "image",
+    "embedded-target": "embedding",
+    "embedded-latent": "embedding",
+}
+
+
+def cost_position(method: str, generator: nn.Module, embedder: nn.Module | None) -> Callable[[Tensor], Tensor]:
+    """The map z [B, d] -> the point of G(z) in the space where ``method`` measures its cost.
+
+    The K_eff estimate takes its denominators ||p(z) - p(z')|| in this same space, so that
+    D / K_eff is (empirically) 1-Lipschitz with respect to the cost that DOT pays.
+    """
+    if method not in COST_SPACES:
+        raise ValueError(f"method {method!r} has no transport cost; valid choices: {', '.join(COST_SPACES)}")
+    space = COST_SPACES[method]
+    if space == "latent":
+        return lambda z: z
+    if space == "image":
+        return generator
+    if embedder is None:
+        raise ValueError(f"method {method!r} needs an embedding network")
+    return lambda z: embedder(generator(z))
+
+
+def pairwise_distance(a: Tensor, b: Tensor) -> Tensor:
+    """||a_i - b_i||_2 per row: a, b [B, ...] -> [B]."""
+    return (a - b).flatten(1).norm(dim=1)
+

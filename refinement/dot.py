@@ -1,0 +1,160 @@
+"""Discriminator Optimal Transport (Tanaka 2019): gradient descent on a per-sample objective
+
+  H(v) = c(P(v) - P(v_0) + delta) - D(x(v)) / K_eff
+
+where v is what moves (the image x, or the latent z with x = G(z)), P maps v into the space of
+the transport cost c (see refinement.costs) and K_eff normalises D to be ~1-Lipschitz there.
+
+Everything is batched over samples, and every sample's objective is its own: the gradient is
+taken of the SUM over the batch, so that each row receives exactly dH_i/dv_i (a mean would
+scale the step by 1/B and make the result depend on the batch size). Adam is per coordinate,
+so it keeps the rows independent too; refined samples do not depend on how they are batched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .config import RefineConfig
+from .costs import transport_cost
+from .projection import constrain_latent, project_gradient
+
+ADAM_BETA2 = 0.9  # Tanaka: Adam(beta1=0, beta2=0.9)
+ADAM_EPS = 1e-8
+
+
+@dataclass
+class RefineState:
+    """Per-sample tensors of a run; row i belongs to sample i alone.
+
+    v: what moves, z [B, d] or x [B, ...]; anchor: the fixed start in the cost's space
+    (None for DDLS); second_moment: Adam's running mean of g^2 (None for SGD/DDLS).
+    """
+
+    v: Tensor
+    anchor: Tensor | None = None
+    second_moment: Tensor | None = None
+
+    def rows(self, start: int, stop: int) -> "RefineState":
+        """Views of rows [start, stop): updating them in place updates this state."""
+        return RefineState(*(None if t is None else t[start:stop] for t in (self.v, self.anchor, self.second_moment)))
+
+    def __len__(self) -> int:
+        return self.v.shape[0]
+
+
+# -- per-variant objectives H_i(v_i), [B] -------------------------------------------------------
+# target:          H(x) = c(x - y + delta) - D(x) / K_eff
+def _target(r: "DotRefiner", x: Tensor, y: Tensor) -> Tensor:
+    return r.cost(x, y) - r.discriminator(x) / r.k_eff
+
+
+# latent:          H(z) = c(z - z_y + delta) - D(G(z)) / k_eff
+def _latent(r: "DotRefiner", z: Tensor, z_y: Tensor) -> Tensor:
+    return r.cost(z, z_y) - r.discriminator(r.generator(z)) / r.k_eff
+
+
+# latent-image:    H(z) = c(G(z) - G(z_y) + delta) - D(G(z)) / K_eff
+def _latent_image(r: "DotRefiner", z: Tensor, g_zy: Tensor) -> Tensor:
+    x = r.generator(z)
+    return r.cost(x, g_zy) - r.discriminator(x) / r.k_eff
+
+
+# embedded-target: H(x) = c(E(x) - E(y) + delta) - D(x) / K_eff
+def _embedded_target(r: "DotRefiner", x: Tensor, e_y: Tensor) -> Tensor:
+    return r.cost(r.embedder(x), e_y) - r.discriminator(x) / r.k_eff
+
+
+# embedded-latent: H(z) = c(E(G(z)) - E(G(z_y)) + delta) - D(G(z)) / K_eff
+def _embedded_latent(r: "DotRefiner", z: Tensor, e_y: Tensor) -> Tensor:
+    x = r.generator(z)
+    return r.cost(r.embedder(x), e_y) - r.discriminator(x) / r.k_eff
+
+
+OBJECTIVES: dict[str, Callable[["DotRefiner", Tensor, Tensor], Tensor]] = {
+    "target": _target,
+    "latent": _latent,
+    "latent-image": _latent_image,
+    "embedded-target": _embedded_target,
+    "embedded-latent": _embedded_latent,
+}
+
+
+# -- optimiser directions: v <- v - eps * direction ----------------------------------------------
+# SGD: direction = g
+def _sgd(g: Tensor, state: RefineState, t: int) -> Tensor:
+    return g
+
+
+# Adam with beta1 = 0, beta2 = 0.9: s <- beta2 s + (1 - beta2) g^2;
+# direction = g / (sqrt(s / (1 - beta2^t)) + eps_adam)   (m = g since beta1 = 0; t counts from 1)
+def _adam(g: Tensor, state: RefineState, t: int) -> Tensor:
+    s = state.second_moment
+    s.mul_(ADAM_BETA2).addcmul_(g, g, value=1 - ADAM_BETA2)
+    return g / ((s / (1 - ADAM_BETA2**t)).sqrt_().add_(ADAM_EPS))
+
+
+OPTIMIZERS: dict[str, Callable[[Tensor, RefineState, int], Tensor]] = {"sgd": _sgd, "adam": _adam}
+
+
+class DotRefiner:
+    """One DOT variant with its networks and K_eff; ``start`` / ``step`` / ``images`` on a RefineState."""
+
+    needs_noise = False
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, config: RefineConfig, *,
+                 latent_prior: str, k_eff: float, embedder: nn.Module | None = None):
+        if config.method not in OBJECTIVES:
+            raise ValueError(f"unknown DOT method {config.method!r}; valid choices: {', '.join(OBJECTIVES)}")
+        if config.embedded and embedder is None:
+            raise ValueError(f"method {config.method!r} needs an embedding network")
+        self.generator, self.discriminator, self.embedder = generator, discriminator, embedder
+        self.config = config
+        self.latent_prior = latent_prior
+        self.k_eff = float(k_eff)
+        self._objective = OBJECTIVES[config.method]
+        self._direction = OPTIMIZERS[config.optimizer]
+
+    def cost(self, a: Tensor, b: Tensor) -> Tensor:
+        return transport_cost(a, b, norm=self.config.norm, delta=self.config.delta)
+
+    @torch.no_grad()
+    def start(self, z_y: Tensor) -> RefineState:
+        """State at step 0 for latents z_y [B, d]."""
+        method = self.config.method
+        if method == "latent":
+            v, anchor = z_y.clone(), z_y.clone()
+        elif method == "latent-image":
+            v, anchor = z_y.clone(), self.generator(z_y)
+        elif method == "embedded-latent":
+            v, anchor = z_y.clone(), self.embedder(self.generator(z_y))
+        else:  # image-space variants move x from y = G(z_y)
+            y = self.generator(z_y)
+            v, anchor = y.clone(), (y if method == "target" else self.embedder(y))
+        moment = torch.zeros_like(v) if self.config.optimizer == "adam" else None
+        return RefineState(v=v, anchor=anchor, second_moment=moment)
+
+    def step(self, state: RefineState, t: int, noise: Tensor | None = None) -> None:
+        """Update ``state`` in place with the t-th step (t >= 1): v <- constrain(v - eps * direction(g))."""
+        v = state.v.detach().requires_grad_(True)
+        with torch.enable_grad():
+            # g_i = dH_i/dv_i, from the gradient of sum_i H_i(v_i); inputs=[v]: no parameter gradients
+            self._objective(self, v, state.anchor).sum().backward(inputs=[v])
+        g = v.grad
+        with torch.no_grad():
+            if self.config.moves_latent:
+                g = project_gradient(g, state.v, prior=self.latent_prior, projection=self.config.projection)
+            new = state.v - self.config.lr * self._direction(g, state, t)
+            if self.config.moves_latent:
+                new = constrain_latent(new, prior=self.latent_prior)
+            elif self.config.clip_images:
+                new = new.clamp(-1.0, 1.0)
+            state.v.copy_(new)
+
+    @torch.no_grad()
+    def images(self, state: RefineState) -> Tensor:
+        return self.generator(state.v) if self.config.moves_latent else state.v.clone()

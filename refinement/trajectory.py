@@ -1,0 +1,212 @@
+"""refine(): run a refiner on n generated samples, scoring them at chosen steps (the frontier).
+
+The whole run's per-sample state lives in memory ([n, d] latents, or [n, 784] images for the
+target-space methods, plus Adam's moments); every step sweeps it in batches of ``batch_size``.
+Stepping all samples one step at a time (rather than one batch through all steps) lets the
+scores at step s see every sample, and lets DDLS draw each step's noise for all n at once, so
+that no result depends on the batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from gan_models import sample_latent
+
+from .config import RefineConfig
+from .costs import pairwise_distance
+from .dot import RefineState
+from .refiners import Refiner, k_eff_for, make_refiner
+
+DEFAULT_SCORE_STEPS = (0, 1, 2, 5, 10, 20)
+METRIC_COLUMNS = ("fid", "precision", "recall", "density", "coverage", "class_coverage", "class_kl")
+
+
+class Scorer(Protocol):
+    """What refine() needs from evaluation.Evaluator."""
+
+    def score(self, samples: Tensor) -> dict[str, Any]: ...
+
+
+@dataclass
+class RefineResult:
+    samples: Tensor  # final images [n, 1, 28, 28]
+    trajectory: pd.DataFrame  # one row per scored step
+    k_eff: float  # NaN for DDLS (no K_eff)
+    best_step: int | None  # scored step with the lowest FID; None when nothing was scored with an evaluator
+    strip: Tensor  # [S, m, 1, 28, 28]: the same m samples at each of the S scored steps
+    strip_steps: list[int] = field(default_factory=list)
+    config: RefineConfig | None = None
+    seed: int = 0
+
+
+def scored_steps(score_steps: Iterable[int], steps: int) -> list[int]:
+    """The steps that get a row: those of ``score_steps`` within [0, steps], plus the final step."""
+    chosen = set()
+    for s in score_steps:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise ValueError(f"score steps must be integers >= 0, got {s!r}")
+        if s <= steps:
+            chosen.add(s)
+    return sorted(chosen | {steps})
+
+
+def check_scorable(config: RefineConfig) -> None:
+    """Raise before any work if the refined images could fall outside the evaluator's [-1, 1]."""
+    if not config.moves_latent and not config.clip_images:
+        raise ValueError(f"method {config.method!r} with clip_images=False can leave images outside [-1, 1], "
+                         f"which the evaluator rejects; clip the images or refine without an evaluator")
+
+
+@contextlib.contextmanager
+def _inference_mode(*modules: nn.Module | None) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the duration (restored afterwards): refinement
+    differentiates with respect to samples only, and batch norm / dropout must not couple rows."""
+    mods = [m for m in modules if m is not None]
+    training = [m.training for m in mods]
+    params = [p for m in mods for p in m.parameters()]
+    grads = [p.requires_grad for p in params]
+    try:
+        for m in mods:
+            m.eval()
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for m, t in zip(mods, training):
+            m.train(t)
+        for p, g in zip(params, grads):
+            p.requires_grad_(g)
+
+
+def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    for i in range(0, n, batch_size):
+        yield i, min(i + batch_size, n)
+
+
+def _cat_states(parts: list[RefineState]) -> RefineState:
+    def cat(name: str) -> Tensor | None:
+        first = getattr(parts[0], name)
+        return None if first is None else torch.cat([getattr(p, name) for p in parts])
+
+    return RefineState(v=cat("v"), anchor=cat("anchor"), second_moment=cat("second_moment"))
+
+
+@torch.no_grad()
+def _all_images(refiner: Refiner, state: RefineState, batch_size: int) -> Tensor:
+    return torch.cat([refiner.images(state.rows(i, j)) for i, j in _batches(len(state), batch_size)])
+
+
+@torch.no_grad()
+def _mean_score(discriminator: nn.Module, images: Tensor, batch_size: int) -> float:
+    total = sum(float(discriminator(images[i:j]).sum()) for i, j in _batches(images.shape[0], batch_size))
+    return total / images.shape[0]
+
+
+def refine(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    config: RefineConfig,
+    *,
+    latent_dim: int,
+    latent_prior: str,
+    n: int,
+    seed: int = 0,
+    evaluator: Scorer | None = None,
+    score_steps: Iterable[int] = DEFAULT_SCORE_STEPS,
+    batch_size: int = 1000,
+    device: str | torch.device = "cpu",
+    embedder: nn.Module | None = None,
+    dataset: str = "mnist",
+    latents: Tensor | None = None,
+    strip_size: int = 8,
+    on_score: Callable[[dict[str, Any]], None] | None = None,
+) -> RefineResult:
+    """Refine n samples G(z_y), z_y drawn from ``latent_prior`` with ``seed`` (or given as ``latents``).
+
+    The networks must already be on ``device``. Rows of the trajectory: step, k_eff, d_mean (mean D
+    of the images), displacement (mean ||x - y||_2 from the unrefined image), seconds (refinement
+    time so far, scoring excluded), and with an evaluator every key of ``evaluator.score``.
+    ``embedder``: E for the embedded methods; None loads ``evaluation.feature_extractor(config.embedding)``.
+    ``on_score(row)`` is called after each scored step (e.g. to report to a tracker or pruner).
+    """
+    if not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    steps_to_score = set(scored_steps(score_steps, config.steps))
+    if evaluator is not None:
+        check_scorable(config)
+    device = torch.device(device)
+    if latents is None:
+        z_y = sample_latent(n, latent_dim, latent_prior, generator=torch.Generator().manual_seed(seed), device=device)
+    else:
+        if latents.shape != (n, latent_dim):
+            raise ValueError(f"latents must have shape {(n, latent_dim)}, got {tuple(latents.shape)}")
+        z_y = latents.to(device)
+    if config.embedded and embedder is None:
+        from evaluation import feature_extractor  # only the embedded methods need the evaluation package
+
+        embedder = feature_extractor(config.embedding, dataset=dataset, device=str(device))
+
+    with _inference_mode(generator, discriminator, embedder):
+        k_eff = k_eff_for(config, generator, discriminator, latent_dim=latent_dim, latent_prior=latent_prior,
+                          embedder=embedder, seed=seed + 1, device=device)
+        refiner = make_refiner(config, generator, discriminator, latent_prior=latent_prior, k_eff=k_eff,
+                               embedder=embedder)
+        state = _cat_states([refiner.start(z_y[i:j]) for i, j in _batches(n, batch_size)])
+        noise_rng = torch.Generator().manual_seed(seed + 2)
+        strip_rows = min(strip_size, n)
+
+        rows: list[dict[str, Any]] = []
+        strip: list[Tensor] = []
+        start_images = _all_images(refiner, state, batch_size)  # y = G(z_y), [n, 1, 28, 28]
+        elapsed = 0.0
+        for t in range(config.steps + 1):
+            if t > 0:
+                began = time.perf_counter()
+                noise = torch.randn(state.v.shape, generator=noise_rng).to(device) if refiner.needs_noise else None
+                for i, j in _batches(n, batch_size):
+                    refiner.step(state.rows(i, j), t, None if noise is None else noise[i:j])
+                elapsed += time.perf_counter() - began
+            if t not in steps_to_score:
+                continue
+            images = start_images if t == 0 else _all_images(refiner, state, batch_size)
+            row: dict[str, Any] = {
+                "step": t,
+                "k_eff": k_eff,
+                "d_mean": _mean_score(discriminator, images, batch_size),
+                "displacement": float(pairwise_distance(images, start_images).mean()),
+                "seconds": elapsed,
+            }
+            if evaluator is not None:
+                row.update(evaluator.score(images))
+            rows.append(row)
+            strip.append(images[:strip_rows].detach().cpu())
+            if on_score is not None:
+                on_score(dict(row))
+
+    trajectory = pd.DataFrame(rows)
+    leading = [c for c in ("step", *METRIC_COLUMNS) if c in trajectory.columns]
+    trajectory = trajectory[leading + [c for c in trajectory.columns if c not in leading]]
+    best_step = None
+    if "fid" in trajectory.columns and trajectory["fid"].notna().any():
+        best_step = int(trajectory.loc[trajectory["fid"].idxmin(), "step"])
+    return RefineResult(
+        samples=images.detach(),
+        trajectory=trajectory,
+        k_eff=k_eff,
+        best_step=best_step,
+        strip=torch.stack(strip),
+        strip_steps=sorted(steps_to_score),
+        config=config,
+        seed=seed,
+    )
+

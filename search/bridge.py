@@ -1,0 +1,224 @@
+"""The Optuna <-> Ray Tune bridge: our own Searcher (ask/tell) and a pruning TrialScheduler.
+
+Ray's stock ``OptunaSearch`` uses no pruner and tells every stopped trial to Optuna as COMPLETE
+with its partial value, which poisons the sampler's model with half-trained scores. Here:
+
+- ``OptunaSearcher.suggest`` asks the study for a trial and runs the study's define-by-run space
+  on it; ``on_trial_complete`` tells Optuna COMPLETE (final objective values), FAIL (a diverged
+  run or a Ray error, with its reason) or nothing more for a trial the scheduler already pruned.
+- ``OptunaPruningScheduler.on_trial_result`` passes each intermediate FID to
+  ``trial.report(value, step)``; when ``trial.should_prune()`` it tells Optuna PRUNED and answers
+  Ray ``STOP``, so the trial is stopped in Ray and recorded as pruned in Optuna.
+
+Both live in the driver and share one ``StudyLink``; all Optuna storage access happens there, so
+workers never need the Optuna database. The trial's MLflow run is closed here too, after Optuna
+has recorded its state (a restarted driver reconciles MLflow from Optuna, never the reverse).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from .budgets import get_budget
+from .samplers import make_pruner, make_sampler
+from .space import Narrowing
+from .studies import get_study
+from .tracking import StudyRun, end_trial_run, find_trial_run
+
+RUNTIME = ("_study", "live", "pruned", "fail_reasons", "last_step", "run_ids", "asked")
+
+
+@dataclass
+class StudyLink:
+    """Driver-side state shared by the searcher and the scheduler."""
+
+    storage: str
+    study_name: str
+    study: str  # registry name
+    narrowing: Narrowing
+    sampler: str
+    pruner: str
+    seed: int
+    budget: str
+    n_trials: int  # the study's total, for the sampler's start-up sizes
+    n_to_run: int  # trials this session asks for
+    study_run: StudyRun
+    context: Mapping[str, Any]
+    _study: optuna.Study | None = field(default=None, repr=False)
+    live: dict[str, optuna.Trial] = field(default_factory=dict, repr=False)  # Ray trial id -> Optuna trial
+    pruned: dict[str, int] = field(default_factory=dict, repr=False)  # Ray trial id -> step
+    fail_reasons: dict[str, str] = field(default_factory=dict, repr=False)
+    last_step: dict[str, int] = field(default_factory=dict, repr=False)
+    run_ids: dict[str, str] = field(default_factory=dict, repr=False)
+    asked: int = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the tuner's config (and with it this object) into its experiment state; the
+        # Optuna study (a database connection) and the live trials stay in this process.
+        return {k: v for k, v in self.__dict__.items() if k not in RUNTIME}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._study, self.live, self.pruned, self.fail_reasons, self.last_step, self.run_ids = None, {}, {}, {}, {}, {}
+        self.asked = 0
+
+    @property
+    def optuna_study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = optuna.load_study(
+                study_name=self.study_name, storage=self.storage,
+                sampler=make_sampler(self.sampler, seed=self.seed, n_trials=self.n_trials),
+                pruner=make_pruner(self.pruner, get_budget(self.budget)))
+        return self._study
+
+    @property
+    def definition(self):
+        return get_study(self.study)
+
+    def note(self, ray_trial_id: str, result: Mapping[str, Any]) -> None:
+        if "mlflow_run_id" in result:
+            self.run_ids[ray_trial_id] = str(result["mlflow_run_id"])
+        if result.get("phase") == "train" and "step" in result:
+            self.last_step[ray_trial_id] = int(result["step"])
+
+    def close_run(self, ray_trial_id: str, trial: optuna.Trial, state: str, tags: Mapping[str, Any]) -> None:
+        """End the trial's MLflow run with the state Optuna recorded. A tracking hiccup here must not
+        stop the study: it is reported, and the next --resume reconciles the run from Optuna."""
+        try:
+            run_id = self.run_ids.get(ray_trial_id)
+            if run_id is None:
+                found = find_trial_run(self.study_run, trial.number)
+                run_id = found.info.run_id if found is not None else None
+            if run_id is not None:
+                end_trial_run(self.study_run, run_id, state, tags)
+        except Exception as exc:  # noqa: BLE001 - any tracking failure; the study goes on
+            print(f"warning: could not close the MLflow run of trial {trial.number}: {exc}", file=sys.stderr)
+
+
+class OptunaSearcher(Searcher):
+    """A Ray Tune searcher that samples from an Optuna study through ask/tell."""
+
+    def __init__(self, link: StudyLink):
+        super().__init__(metric=None, mode=None)
+        self.link = link
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the space is the study's define-by-run function; metric/mode are Optuna's
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        link = self.link
+        if link.asked >= link.n_to_run:
+            return Searcher.FINISHED
+        trial = link.optuna_study.ask()
+        params = link.definition.suggest(trial, link.narrowing)
+        trial.set_user_attr("ray_trial_id", trial_id)
+        link.live[trial_id] = trial
+        link.asked += 1
+        return {"params": params, "optuna_trial": trial.number}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.link.note(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        link = self.link
+        trial = link.live.pop(trial_id, None)
+        if trial is None:
+            return
+        result = result or {}
+        link.note(trial_id, result)
+        if trial_id in link.pruned:  # told PRUNED by the scheduler already
+            link.close_run(trial_id, trial, "PRUNED", {"pruned_at_step": link.pruned[trial_id]})
+            return
+        trial.set_user_attr("train_steps", int(result.get("train_steps", link.last_step.get(trial_id, 0))))
+        if error:
+            reason = link.fail_reasons.get(trial_id, "the Ray trial raised an error (see its error.txt)")
+            self._fail(trial, reason, trial_id)
+            return
+        if result.get("phase") == "failed":
+            self._fail(trial, str(result.get("fail_reason", "failed")), trial_id)
+            return
+        if result.get("phase") != "final":
+            self._fail(trial, "trial ended without final metrics", trial_id)
+            return
+        values = [float(result[k]) for k in link.definition.objectives]
+        if not all(math.isfinite(v) for v in values):
+            self._fail(trial, f"objective is not finite: {values}", trial_id)
+            return
+        for key in ("fid", "precision", "recall", "density", "coverage", "class_coverage", "class_kl",
+                    "fid_before", "precision_before", "recall_before", "best_step", "k_eff", "n_final",
+                    "evaluator_sha256", "mlflow_run_id", "resumed_from_step"):
+            if key in result:
+                trial.set_user_attr(key, result[key])
+        link.optuna_study.tell(trial, values if len(values) > 1 else values[0])
+        link.close_run(trial_id, trial, "COMPLETE", {})
+
+    def _fail(self, trial: optuna.Trial, reason: str, trial_id: str) -> None:
+        trial.set_user_attr("fail_reason", reason)
+        if trial_id in self.link.run_ids:
+            trial.set_user_attr("mlflow_run_id", self.link.run_ids[trial_id])
+        self.link.optuna_study.tell(trial, state=TrialState.FAIL)
+        self.link.close_run(trial_id, trial, "FAIL", {"fail_reason": reason})
+
+    # Ray checkpoints searchers with its experiment state; the study's state is in Optuna's storage.
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps({"storage": self.link.storage, "study_name": self.link.study_name}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        saved = json.loads(Path(checkpoint_path).read_text())
+        if saved != {"storage": self.link.storage, "study_name": self.link.study_name}:
+            raise ValueError(f"searcher state {checkpoint_path} belongs to another study: {saved}")
+
+
+class OptunaPruningScheduler(FIFOScheduler):
+    """Runs trials first-in first-out; stops a trial when the study's Optuna pruner says so."""
+
+    def __init__(self, link: StudyLink):
+        super().__init__()
+        self.link = link
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        link = self.link
+        link.note(trial.trial_id, result)
+        ot_trial = link.live.get(trial.trial_id)
+        if ot_trial is None or result.get("phase") != "train" or not link.definition.prunable:
+            return TrialScheduler.CONTINUE
+        step = int(result["step"])
+        ot_trial.report(float(result["fid_intermediate"]), step)
+        if not ot_trial.should_prune():
+            return TrialScheduler.CONTINUE
+        ot_trial.set_user_attr("pruned_at_step", step)
+        ot_trial.set_user_attr("train_steps", step)
+        if trial.trial_id in link.run_ids:
+            ot_trial.set_user_attr("mlflow_run_id", link.run_ids[trial.trial_id])
+        link.optuna_study.tell(ot_trial, state=TrialState.PRUNED)
+        link.pruned[trial.trial_id] = step
+        return TrialScheduler.STOP
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self.link.fail_reasons[trial.trial_id] = error_reason(trial)
+
+    def debug_string(self) -> str:
+        return f"Optuna pruner {self.link.pruner!r} on the intermediate FID"
+
+
+def error_reason(trial) -> str:
+    """The last line of a Ray trial's error file (the exception's type and message)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()] if path else []
+    except OSError:
+        lines = []
+    return lines[-1][:500] if lines else "the Ray trial raised an error"

@@ -1,0 +1,157 @@
+"""A study's results as tables and pictures: every trial, the precision/recall Pareto front, the best
+trials, and Optuna's history / importance / intermediate-value plots (matplotlib backend)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from .studies import Study
+
+METRIC_COLUMNS = ("fid", "fid_before", "precision", "recall", "density", "coverage", "class_coverage",
+                  "best_step", "k_eff", "train_steps")
+FRONT_AXES = ("precision", "recall")  # both maximised
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, objective value(s), params_*, metrics and bookkeeping."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": t.state.name}
+        if t.values is not None:
+            row.update({f"value_{i}": v for i, v in enumerate(t.values)})
+        row.update({f"params_{k}": v for k, v in t.params.items()})
+        row.update({k: v for k, v in t.user_attrs.items()})
+        row["datetime_start"] = t.datetime_start
+        row["datetime_complete"] = t.datetime_complete
+        row["duration_s"] = (t.duration.total_seconds() if t.duration is not None else np.nan)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["number", "state"])
+    # parquet wants one type per column: params and attributes mix bools, numbers and strings
+    for col in df.columns:
+        if df[col].dtype == object and col not in ("datetime_start", "datetime_complete"):
+            kinds = {type(v) for v in df[col] if v is not None and not (isinstance(v, float) and np.isnan(v))}
+            if len(kinds) > 1 or kinds & {bool, dict, list}:
+                df[col] = df[col].map(lambda v: None if v is None else str(v))
+    return df
+
+
+def pareto_front(table: pd.DataFrame) -> pd.DataFrame:
+    """The complete trials that no other complete trial beats in both precision and recall."""
+    if table.empty or not set(FRONT_AXES) <= set(table.columns):
+        return table.iloc[0:0]
+    done = table[(table["state"] == "COMPLETE")].dropna(subset=list(FRONT_AXES))
+    pts = done[list(FRONT_AXES)].to_numpy(dtype=float)
+    keep = []
+    for i, p in enumerate(pts):
+        # dominated: another point >= in both and > in one
+        dominated = np.any(np.all(pts >= p, axis=1) & np.any(pts > p, axis=1))
+        keep.append(not dominated)
+    return done[np.array(keep, dtype=bool)].sort_values("recall")
+
+
+def best_trials(study_def: Study, table: pd.DataFrame, n: int = 5) -> pd.DataFrame:
+    """The Pareto front for a multi-objective study, else the n best complete trials by objective."""
+    if table.empty or "value_0" not in table.columns:
+        return table.iloc[0:0]
+    if study_def.multi_objective:
+        best = pareto_front(table)
+    else:
+        done = table[table["state"] == "COMPLETE"]
+        best = done.sort_values("value_0", ascending=study_def.directions[0] == "minimize").head(n)
+    cols = ["number"] + [c for c in METRIC_COLUMNS if c in best.columns]
+    cols += [c for c in ("params_architecture", "params_loss", "params_refine_method", "params_refine_steps",
+                         "mlflow_run_id") if c in best.columns]
+    return best[cols].reset_index(drop=True)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_front(table: pd.DataFrame, front: pd.DataFrame, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    done = table[table["state"] == "COMPLETE"] if "state" in table.columns else table
+    if set(FRONT_AXES) <= set(done.columns):
+        ax.scatter(done["recall"], done["precision"], s=18, c="0.6", label="complete trials")
+        ax.plot(front["recall"], front["precision"], "o-", c="C3", label="Pareto front")
+        for _, r in front.iterrows():
+            ax.annotate(str(int(r["number"])), (r["recall"], r["precision"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("precision / recall of the final samples")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def optuna_plots(study: optuna.Study, study_def: Study, folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Optuna's matplotlib plots; a plot that cannot be drawn yet (e.g. importances need two
+    complete trials with varying params) is listed in the second dict with the reason."""
+    from optuna.visualization import matplotlib as ovm
+
+    plt = _pyplot()
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    jobs = {}
+    for i, name in enumerate(study_def.objectives):
+        target = None if not study_def.multi_objective else (lambda t, i=i: t.values[i])
+        jobs[f"history_{name}"] = lambda target=target, name=name: ovm.plot_optimization_history(
+            study, target=target, target_name=name)
+        jobs[f"importance_{name}"] = lambda target=target, name=name: ovm.plot_param_importances(
+            study, target=target, target_name=name)
+    if study_def.prunable:
+        jobs["intermediate_fid"] = lambda: ovm.plot_intermediate_values(study)
+    if study_def.multi_objective:
+        jobs["pareto_front_optuna"] = lambda: ovm.plot_pareto_front(study, target_names=list(study_def.objectives))
+    paths, skipped = {}, {}
+    for name, job in jobs.items():
+        if name.startswith("importance") and len(complete) < 2:
+            skipped[name] = f"needs 2 complete trials, has {len(complete)}"
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+                ax = job()
+            fig = (ax.flat[0] if isinstance(ax, np.ndarray) else ax).figure
+            fig.set_size_inches(7, 4.5)
+            fig.tight_layout()
+            paths[name] = folder / f"{name}.png"
+            fig.savefig(paths[name], dpi=110)
+            plt.close(fig)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            skipped[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            plt.close("all")
+    return paths, skipped
+
+
+def write_study_report(study: optuna.Study, study_def: Study, folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """trials.parquet, pareto_front.parquet (+ .png), best_trials.csv and Optuna's plots in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = trials_table(study)
+    front = pareto_front(table)
+    paths = {"trials": folder / "trials.parquet", "pareto_front": folder / "pareto_front.parquet",
+             "best_trials": folder / "best_trials.csv"}
+    table.to_parquet(paths["trials"], index=False)
+    front.to_parquet(paths["pareto_front"], index=False)
+    best_trials(study_def, table).to_csv(paths["best_trials"], index=False)
+    paths["pareto_front_png"] = plot_front(table, front, folder / "pareto_front.png")
+    plots, skipped = optuna_plots(study, study_def, folder)
+    paths.update(plots)
+    return paths, skipped

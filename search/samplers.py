@@ -1,0 +1,74 @@
+"""Registries of Optuna samplers and pruners, by the names the CLI takes.
+
+Pruners compare a trial's intermediate FID (reported every ``budget.eval_every`` generator steps,
+at step = generator step) with the other trials' values at the same step; the budget sets how many
+finished trials and how many reports they wait for before deciding.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import optuna
+
+from .budgets import Budget
+
+
+def _tpe(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    # random start-up trials: Optuna's 10, fewer for short studies so TPE gets to model something
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, n_trials // 2)))
+
+
+def _random(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _nsga2(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    # a generation no larger than half the study, so at least two generations evolve
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(2, n_trials // 2)))
+
+
+SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "random": _random,
+    "nsga2": _nsga2,
+}
+
+
+def _median(b: Budget) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=b.prune_startup_trials, n_warmup_steps=b.warmup_steps)
+
+
+def _percentile(b: Budget) -> optuna.pruners.BasePruner:
+    # keeps a trial only while it is within the best quarter at the same step
+    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=b.prune_startup_trials,
+                                           n_warmup_steps=b.warmup_steps)
+
+
+def _hyperband(b: Budget) -> optuna.pruners.BasePruner:
+    return optuna.pruners.HyperbandPruner(min_resource=max(b.eval_every, b.warmup_steps), max_resource=b.steps,
+                                          reduction_factor=3)
+
+
+def _none(b: Budget) -> optuna.pruners.BasePruner:
+    return optuna.pruners.NopPruner()
+
+
+PRUNERS: dict[str, Callable[[Budget], optuna.pruners.BasePruner]] = {
+    "median": _median,
+    "percentile": _percentile,
+    "hyperband": _hyperband,
+    "none": _none,
+}
+
+
+def make_sampler(name: str, *, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; valid choices: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](seed, n_trials)
+
+
+def make_pruner(name: str, budget: Budget) -> optuna.pruners.BasePruner:
+    if name not in PRUNERS:
+        raise ValueError(f"unknown pruner {name!r}; valid choices: {', '.join(PRUNERS)}")
+    return PRUNERS[name](budget)

@@ -1,0 +1,227 @@
+"""The registry of named studies: a define-by-run search space plus the objective(s) it optimises.
+
+Parameters are conditional where the math is: λ_GP exists only under wgan-gp, the clip value only
+under wgan, SAN's base loss only under san; refinement options exist only in studies that refine,
+the radial projection only for a latent method under a normal prior, image clipping only for a
+method that moves images. Optuna therefore never records a value that the run did not use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import optuna
+
+from gan_models import TrainConfig
+
+from .budgets import Budget
+from .space import Categorical, FloatRange, IntRange, Narrowing, ParamSpec, SpaceError, SpaceSampler, narrow
+
+# --- parameter specs ---------------------------------------------------------------------------
+
+GAN_SPECS: dict[str, ParamSpec] = {
+    "architecture": Categorical(("mlp", "dcgan")),
+    "loss": Categorical(("bce", "wgan", "wgan-gp", "hinge", "san")),
+    "lambda_gp": FloatRange(1.0, 100.0, log=True),
+    "clip_value": FloatRange(1e-3, 0.1, log=True),
+    "san_base": Categorical(("hinge", "bce")),
+    "n_critic": IntRange(1, 5),
+    "lr_g": FloatRange(1e-5, 2e-3, log=True),
+    "lr_d": FloatRange(1e-5, 2e-3, log=True),
+    "beta1": FloatRange(0.0, 0.9),
+    "beta2": FloatRange(0.9, 0.999),
+    "spectral_norm": Categorical((False, True)),
+    "dropout": FloatRange(0.0, 0.5),
+    "latent_prior": Categorical(("normal", "uniform")),
+    "batch_size": Categorical((32, 64, 128)),
+}
+
+# DOT options shared by every DOT variant (Tanaka 2019; the seeds' ranges)
+DOT_SPECS: dict[str, ParamSpec] = {
+    "refine_steps": IntRange(1, 20),
+    "refine_lr": FloatRange(1e-3, 0.3, log=True),
+    "refine_optimizer": Categorical(("sgd", "adam")),
+    "refine_norm": Categorical(("l2", "squared-l2")),
+    "k_eff": Categorical(("estimate", "mean-of-max", "one")),
+    "projection": Categorical(("exact", "tanaka")),
+    "clip_images": Categorical((True, False)),
+}
+
+DDLS_SPECS: dict[str, ParamSpec] = {
+    "refine_steps": IntRange(1, 20),
+    "ddls_step_size": FloatRange(1e-4, 0.1, log=True),
+    "ddls_noise_scale": FloatRange(0.0, 1.0),
+}
+
+# parameter name -> refinement.RefineConfig field
+REFINE_FIELDS = {
+    "refine_method": "method", "refine_steps": "steps", "refine_lr": "lr", "refine_optimizer": "optimizer",
+    "refine_norm": "norm", "k_eff": "k_eff", "projection": "projection", "clip_images": "clip_images",
+    "ddls_step_size": "ddls_step_size", "ddls_noise_scale": "ddls_noise_scale",
+}
+TRAIN_FIELDS = tuple(GAN_SPECS)
+IMAGE_METHODS = ("target", "embedded-target")  # methods that move x itself (the others move z)
+
+# --- define-by-run spaces ----------------------------------------------------------------------
+
+
+def gan_space(s: SpaceSampler) -> dict[str, Any]:
+    p: dict[str, Any] = {"architecture": s("architecture"), "loss": s("loss")}
+    if p["loss"] == "wgan-gp":
+        p["lambda_gp"] = s("lambda_gp")
+    if p["loss"] == "wgan":
+        p["clip_value"] = s("clip_value")
+    if p["loss"] == "san":
+        p["san_base"] = s("san_base")
+    for name in ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "spectral_norm", "dropout", "latent_prior", "batch_size"):
+        p[name] = s(name)
+    return p
+
+
+def _dot_options(s: SpaceSampler, p: dict[str, Any]) -> dict[str, Any]:
+    for name in ("refine_steps", "refine_lr", "refine_optimizer", "refine_norm", "k_eff"):
+        p[name] = s(name)
+    if p["refine_method"] in IMAGE_METHODS:
+        p["clip_images"] = s("clip_images")
+    elif p["latent_prior"] == "normal":  # a uniform prior is clipped to [-1, 1] instead
+        p["projection"] = s("projection")
+    return p
+
+
+def _method(s: SpaceSampler, choices: tuple[str, ...]) -> str:
+    return choices[0] if len(choices) == 1 else s("refine_method")
+
+
+def dot_space(methods: tuple[str, ...]) -> Callable[[SpaceSampler], dict[str, Any]]:
+    def space(s: SpaceSampler) -> dict[str, Any]:
+        p = gan_space(s)
+        p["refine_method"] = _method(s, methods)
+        return _dot_options(s, p)
+
+    return space
+
+
+def ddls_space(s: SpaceSampler) -> dict[str, Any]:
+    p = gan_space(s)
+    p["refine_method"] = "ddls"
+    for name in ("refine_steps", "ddls_step_size", "ddls_noise_scale"):
+        p[name] = s(name)
+    return p
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    specs: Mapping[str, ParamSpec]
+    space: Callable[[SpaceSampler], dict[str, Any]]
+    objectives: tuple[str, ...]  # keys of the trial's final metrics
+    directions: tuple[str, ...]  # "minimize" | "maximize", one per objective
+    default_sampler: str = "tpe"
+    refines: bool = True
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def prunable(self) -> bool:
+        # Optuna's pruners compare one intermediate value; a Pareto study has no single ranking.
+        return not self.multi_objective
+
+    def narrowing(self, params: Mapping[str, Any]) -> dict[str, ParamSpec]:
+        """Validate a study file's ``params`` against this study's registered space."""
+        return narrow(self.specs, params)
+
+    def suggest(self, trial: optuna.Trial, narrowing: Narrowing | None = None) -> dict[str, Any]:
+        """Define-by-run: sample this study's parameters on ``trial``; returns every value the run uses."""
+        return self.space(SpaceSampler(trial, self.specs, narrowing or {}))
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        unknown = sorted(set(params) - set(self.specs))
+        if unknown:
+            raise SpaceError(f"study {self.name}: unknown parameters {', '.join(unknown)}; "
+                             f"valid parameters: {', '.join(self.specs)}")
+
+
+def _dot_specs(methods: tuple[str, ...]) -> dict[str, ParamSpec]:
+    """gan's specs + the DOT options that ``methods`` can use (see _dot_options)."""
+    specs = {**GAN_SPECS, **DOT_SPECS}
+    if len(methods) > 1:
+        specs["refine_method"] = Categorical(methods)
+    if not any(m in IMAGE_METHODS for m in methods):
+        del specs["clip_images"]
+    if all(m in IMAGE_METHODS for m in methods):
+        del specs["projection"]
+    return specs
+
+
+def _dot_study(name: str, description: str, methods: tuple[str, ...]) -> Study:
+    return Study(name=name, description=description, specs=_dot_specs(methods), space=dot_space(methods),
+                 objectives=("fid",), directions=("minimize",))
+
+
+STUDIES: dict[str, Study] = {
+    s.name: s
+    for s in (
+        Study(
+            name="gan",
+            description="GAN architecture, loss, regularisation and optimiser; objective: FID at the final sample size",
+            specs=GAN_SPECS, space=gan_space, objectives=("fid",), directions=("minimize",), refines=False,
+        ),
+        _dot_study("dot_latent", "gan's space + latent DOT (latent or image-space cost, lr, steps, K_eff, "
+                   "optimiser); objective: FID after refinement", ("latent", "latent-image")),
+        _dot_study("dot_target", "gan's space + target-space DOT (lr, steps, K_eff, optimiser, clipping); "
+                   "objective: FID after refinement", ("target",)),
+        _dot_study("dot_embedded", "gan's space + embedded DOT in the second classifier's features (target or "
+                   "latent); objective: FID after refinement", ("embedded-target", "embedded-latent")),
+        Study(
+            name="ddls",
+            description="gan's space + Langevin latent sampling (step size, noise, steps); objective: FID after refinement",
+            specs={**GAN_SPECS, **DDLS_SPECS}, space=ddls_space, objectives=("fid",), directions=("minimize",),
+        ),
+        Study(
+            name="pareto",
+            description="dot_latent's space with two objectives, precision and recall (NSGA-II, no pruning); "
+                        "result: the Pareto front",
+            specs=_dot_specs(("latent", "latent-image")),
+            space=dot_space(("latent", "latent-image")), objectives=("precision", "recall"),
+            directions=("maximize", "maximize"), default_sampler="nsga2",
+        ),
+    )
+}
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; valid choices: {', '.join(STUDIES)}")
+    return STUDIES[name]
+
+
+def list_studies() -> str:
+    """One line per study, for ``--list-studies``."""
+    width = max(map(len, STUDIES))
+    return "\n".join(f"{s.name:<{width}}  {s.description}" for s in STUDIES.values())
+
+
+# --- params -> configs -------------------------------------------------------------------------
+
+
+def train_config(params: Mapping[str, Any], *, budget: Budget, seed: int, dataset: str = "mnist") -> TrainConfig:
+    """The trainer's config from a trial's params; the budget fixes the step count."""
+    values = {k: v for k, v in params.items() if k in TRAIN_FIELDS}
+    return TrainConfig.from_dict({**values, "dataset": dataset, "steps": budget.steps, "seed": seed})
+
+
+def refine_config(params: Mapping[str, Any]):
+    """The refiner's config from a trial's params, or None for a study that does not refine."""
+    if "refine_method" not in params:
+        return None
+    from refinement import RefineConfig
+
+    return RefineConfig.from_dict({REFINE_FIELDS[k]: v for k, v in params.items() if k in REFINE_FIELDS})

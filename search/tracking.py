@@ -1,0 +1,247 @@
+"""MLflow tracking: one parent run per study, one nested run per trial, from whichever node.
+
+The driver creates the study's experiment and parent run; each trial creates (or, after a worker
+restart, finds again) its own run from the worker through ``MlflowClient`` with the parent's id in
+the ``mlflow.parentRunId`` tag, so nothing depends on an active-run global or on the node. Run
+*states* are decided by the driver, which owns the Optuna study: a trial run ends FINISHED,
+FAILED or KILLED according to what Optuna records (see ``RUN_STATUS``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+PARENT_TAG = "mlflow.parentRunId"
+ROLE_TAG = "search.role"  # "study" | "trial"
+STUDY_TAG = "search.study_name"
+TRIAL_TAG = "optuna.trial_number"
+STATE_TAG = "optuna.state"
+# Optuna's final trial state -> the MLflow run status it ends with
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or used; one line saying which and why."""
+
+
+def default_tracking_uri(root: str | os.PathLike = "runs") -> str:
+    return "sqlite:///" + str((Path(root) / "mlflow.db").resolve())
+
+
+def is_local_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:///")
+
+
+def sqlite_path(uri: str) -> Path:
+    return Path(uri[len("sqlite:///"):])
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Where artifacts go: beside a local SQLite store (``mlartifacts/``); a server decides for itself."""
+    if is_local_sqlite(uri):
+        return (sqlite_path(uri).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when the tracking store is unreachable (before any trial starts).
+
+    MLflow's own client retries an unreachable server with back-off for minutes; a direct request
+    with a short timeout answers at once.
+    """
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        import requests
+
+        try:
+            resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it "
+                                f"or pass another --tracking-uri") from None
+        if resp.status_code != 200:
+            raise TrackingError(f"MLflow tracking server {uri} answered /health with HTTP {resp.status_code}")
+    elif is_local_sqlite(uri):
+        folder = sqlite_path(uri).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"cannot create the MLflow store folder {folder}: {exc.strerror}") from None
+    elif scheme in ("", "file"):
+        raise TrackingError(f"tracking URI {uri!r}: use sqlite:///PATH.db or http://HOST:PORT (MLflow's file "
+                            f"store cannot hold the study's nested runs reliably across processes)")
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _as_param(v: Any) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def finite_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric, finite entries (MLflow rejects NaN/inf and non-numbers)."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if math.isfinite(float(v)):
+            out[k] = float(v)
+    return out
+
+
+# --- driver side: the study's experiment and parent run ------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def open_study_run(uri: str, study_name: str, *, resume: bool, tags: Mapping[str, str]) -> StudyRun:
+    """The study's experiment (named as the study) and its one parent run; reused on --resume."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(study_name)
+    if exp is None:
+        exp_id = c.create_experiment(study_name, artifact_location=_experiment_artifacts(uri, study_name))
+    else:
+        exp_id = exp.experiment_id
+    found = _search(c, exp_id, f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'")
+    if found and resume:
+        run_id = found[0].info.run_id
+        c.update_run(run_id, status="RUNNING")
+    elif found:
+        raise TrackingError(f"MLflow experiment {study_name!r} at {uri} already has this study's parent run "
+                            f"{found[0].info.run_id}; use --resume or another --name")
+    else:
+        run = c.create_run(exp_id, run_name=study_name, tags={ROLE_TAG: "study", STUDY_TAG: study_name, **tags})
+        run_id = run.info.run_id
+    return StudyRun(tracking_uri=uri, experiment_id=exp_id, parent_run_id=run_id)
+
+
+def _experiment_artifacts(uri: str, study_name: str) -> str | None:
+    root = artifact_root_for(uri)
+    return None if root is None else f"{root}/{urllib.parse.quote(study_name)}"
+
+
+def _search(c, experiment_id: str, filter_string: str) -> list:
+    from mlflow.entities import ViewType
+
+    runs, token = [], None
+    while True:
+        page = c.search_runs([experiment_id], filter_string=filter_string, run_view_type=ViewType.ALL,
+                             max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def trial_runs(study_run: StudyRun) -> list:
+    """Every trial run under the study's parent run."""
+    return _search(client(study_run.tracking_uri), study_run.experiment_id,
+                   f"tags.`{PARENT_TAG}` = '{study_run.parent_run_id}' and tags.`{ROLE_TAG}` = 'trial'")
+
+
+def find_trial_run(study_run: StudyRun, trial_number: int):
+    runs = _search(client(study_run.tracking_uri), study_run.experiment_id,
+                   f"tags.`{PARENT_TAG}` = '{study_run.parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_number}'")
+    return runs[0] if runs else None
+
+
+def end_trial_run(study_run: StudyRun, run_id: str, state: str, tags: Mapping[str, Any] = ()) -> None:
+    """Close a trial's run with the status matching its Optuna state (KILLED for interrupted ones)."""
+    c = client(study_run.tracking_uri)
+    for k, v in dict(tags).items():
+        c.set_tag(run_id, k, str(v))
+    c.set_tag(run_id, STATE_TAG, state)
+    c.set_terminated(run_id, status=RUN_STATUS.get(state, "KILLED"))
+
+
+def end_study_run(study_run: StudyRun, status: str) -> None:
+    client(study_run.tracking_uri).set_terminated(study_run.parent_run_id, status=status)
+
+
+def log_study_artifacts(study_run: StudyRun, folder: Path, artifact_path: str = "study") -> None:
+    client(study_run.tracking_uri).log_artifacts(study_run.parent_run_id, str(folder), artifact_path)
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on these results."""
+    if is_local_sqlite(uri):
+        return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"open {uri} in a browser (the study's experiment is named after the study)"
+
+
+# --- worker side: one trial's run ------------------------------------------------------------------
+
+
+class TrialRun:
+    """A trial's nested run, created by the worker or found again after a restart."""
+
+    def __init__(self, study_run: StudyRun, run_id: str):
+        self.study_run = study_run
+        self.run_id = run_id
+        self._client = client(study_run.tracking_uri)
+
+    @classmethod
+    def open(cls, study_run: StudyRun, *, study_name: str, trial_number: int, params: Mapping[str, Any],
+             tags: Mapping[str, Any] = ()) -> "TrialRun":
+        existing = find_trial_run(study_run, trial_number)
+        c = client(study_run.tracking_uri)
+        if existing is not None:  # a restarted worker continues the same run, never a duplicate
+            c.update_run(existing.info.run_id, status="RUNNING")
+            return cls(study_run, existing.info.run_id)
+        run = c.create_run(
+            study_run.experiment_id,
+            run_name=f"trial-{trial_number:04d}",
+            tags={PARENT_TAG: study_run.parent_run_id, ROLE_TAG: "trial", STUDY_TAG: study_name,
+                  TRIAL_TAG: str(trial_number), **{k: str(v) for k, v in dict(tags).items()}},
+        )
+        out = cls(study_run, run.info.run_id)
+        out.log_params(params)
+        return out
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _as_param(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, values: Mapping[str, Any], step: int = 0) -> None:
+        self.log_series((k, v, step) for k, v in finite_metrics(values).items())
+
+    def log_series(self, points: Iterable[tuple[str, float, int]]) -> None:
+        """(key, value, step) points, in batches within MLflow's limit; non-finite values are skipped."""
+        from mlflow.entities import Metric
+
+        ts = _now_ms()
+        batch = [Metric(k, float(v), ts, int(s)) for k, v, s in points if math.isfinite(float(v))]
+        for i in range(0, len(batch), MAX_METRICS_PER_BATCH):
+            self._client.log_batch(self.run_id, metrics=batch[i:i + MAX_METRICS_PER_BATCH])
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self._client.log_artifact(self.run_id, str(path), artifact_path)

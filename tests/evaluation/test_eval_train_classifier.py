@@ -1,0 +1,63 @@
+"""The classifier trainer: determinism from the seed, the manifest round trip, missing data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evaluation import load_classifier, resolve_classifier
+from evaluation.train_classifier import ClassifierTrainConfig, accuracy, main, random_shift, save_weights, train_classifier
+
+
+def _train(images, labels, seed):
+    return train_classifier(images, labels, ClassifierTrainConfig(seed=seed, epochs=1, batch_size=64))
+
+
+def test_training_is_deterministic_from_the_seed(mnist_train):
+    x, y = mnist_train.images[:320], mnist_train.labels[:320]
+    a, b, c = _train(x, y, 0), _train(x, y, 0), _train(x, y, 1)
+    for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_saved_weights_are_byte_identical_and_verified(mnist_train, mnist_test, tmp_path):
+    x, y = mnist_train.images[:640], mnist_train.labels[:640]
+    net = _train(x, y, 0)
+    acc = accuracy(net, mnist_test.images[:1000], mnist_test.labels[:1000])
+    assert acc > 0.2  # ten 64-image steps already beat chance (0.1)
+    cfg = ClassifierTrainConfig(seed=0, epochs=1, batch_size=64)
+    p1 = save_weights(net, dataset="mnist", role="classifier", config=cfg, test_accuracy=acc, threads=1,
+                      weights_dir=tmp_path / "a")
+    p2 = save_weights(_train(x, y, 0), dataset="mnist", role="classifier", config=cfg, test_accuracy=acc,
+                      threads=1, weights_dir=tmp_path / "b")
+    assert p1.read_bytes() == p2.read_bytes()  # same seed -> same file -> same sha256
+    info = resolve_classifier("mnist", weights_dir=tmp_path / "a")
+    loaded, _ = load_classifier("mnist", weights_dir=tmp_path / "a")
+    assert info.name == "mnist-lenet-seed0"
+    assert accuracy(loaded, mnist_test.images[:1000], mnist_test.labels[:1000]) == acc
+
+
+def test_random_shift_moves_content_and_keeps_background():
+    x = torch.full((4, 1, 28, 28), -1.0)
+    x[:, 0, 14, 14] = 1.0
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert (out == 1.0).sum() == 4 and (out == -1.0).sum() == 4 * 783  # each bright pixel moved, not lost
+    rows, cols = (out[:, 0] == 1.0).nonzero()[:, 1], (out[:, 0] == 1.0).nonzero()[:, 2]
+    assert ((rows - 14).abs() <= 2).all() and ((cols - 14).abs() <= 2).all()
+
+
+def test_cli_with_absent_dataset_exits_with_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="error: kmnist data not found"):
+        main(["--dataset", "kmnist", "--data-root", str(tmp_path), "--weights-dir", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
+
+
+def test_cli_keeps_existing_weights_without_force(tmp_path, data_root, capsys):
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "mnist-classifier.pt").write_bytes(b"keep me")
+    main(["--dataset", "mnist", "--roles", "classifier", "--data-root", str(data_root), "--weights-dir", str(folder)])
+    assert (folder / "mnist-classifier.pt").read_bytes() == b"keep me"
+    assert "use --force" in capsys.readouterr().out

@@ -1,0 +1,76 @@
+"""Helpers for the search tests: the CLI in a subprocess, small study files, store readers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PY = sys.executable
+
+# A space small enough for 2 CPU cores: the MLP pair, at most 2 critic steps. The study file is the
+# product's own way to narrow a registered space; every other parameter is still searched.
+SMOKE_SPACE = "params:\n  architecture: mlp\n  n_critic: {low: 1, high: 2}\n  batch_size: [32, 64]\n"
+GOOD_CONFIG = {"architecture": "mlp", "loss": "bce", "n_critic": 1, "lr_g": 0.0002, "lr_d": 0.0002, "beta1": 0.5,
+               "beta2": 0.999, "spectral_norm": False, "dropout": 0.0, "latent_prior": "normal", "batch_size": 64}
+
+
+def run_cli(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "search.run", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop a process this test started in its own session, and its children."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+
+
+def optuna_trials(storage: str, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def mlflow_runs(uri: str, name: str):
+    """(parent runs, trial runs) of a study's experiment."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(name)
+    runs = c.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("search.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("search.role") == "trial"]
+    return parents, trials
+
+
+def artifact_paths(uri: str, run_id: str, path: str = "") -> list[str]:
+    from mlflow import MlflowClient
+
+    c = MlflowClient(uri)
+    out = []
+    for f in c.list_artifacts(run_id, path):
+        out.extend(artifact_paths(uri, run_id, f.path) if f.is_dir else [f.path])
+    return out

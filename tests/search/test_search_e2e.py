@@ -1,0 +1,176 @@
+"""End-to-end studies on the real stack: local Ray (2 CPUs), SQLite Optuna, MLflow (SQLite and a real
+`mlflow server`), smoke budget. One CLI run per study, shared by the checks on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from gan_models import load_models
+from search.budgets import BUDGETS
+
+from search_helpers import GOOD_CONFIG, SMOKE_SPACE, artifact_paths, mlflow_runs, optuna_trials, run_cli, write
+
+SMOKE = BUDGETS["smoke"]
+# learns nothing in 100 steps: tiny learning rates and a crippled WGAN critic
+POOR_CONFIG = {**GOOD_CONFIG, "loss": "wgan", "clip_value": 0.001, "lr_g": 1e-5, "lr_d": 1e-5}
+FINISHED_STATES = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+
+
+def _study(tmp_path: Path, env, name: str, extra: list[str]) -> dict:
+    space = write(tmp_path / "space.yaml", SMOKE_SPACE)
+    proc = run_cli(["--study", name, "--budget", "smoke", "--trials", "4", "--study-file", str(space), "--seed", "0",
+                    "--num-cpus", "2", "--quiet", *extra], cwd=tmp_path, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    runs = tmp_path / "runs"
+    return {"root": tmp_path, "proc": proc, "storage": f"sqlite:///{runs / 'optuna.db'}",
+            "tracking": f"sqlite:///{runs / 'mlflow.db'}", "report": runs / "studies" / name, "ray": runs / "ray"}
+
+
+@pytest.fixture(scope="module")
+def gan_study(tmp_path_factory, search_env):
+    tmp = tmp_path_factory.mktemp("gan-study")
+    enqueue = write(tmp / "enqueue.yaml", yaml.safe_dump([GOOD_CONFIG, POOR_CONFIG]))
+    # one trial at a time, so the poor trial meets the pruner with the good one already complete
+    return _study(tmp, search_env, "gan", ["--enqueue", str(enqueue), "--pruner", "median", "--max-concurrent", "1",
+                                           "--cpus-per-trial", "2"])
+
+
+def _check_study_stores(s: dict, name: str, n_objectives: int) -> list:
+    trials = optuna_trials(s["storage"], name)
+    assert len(trials) == 4 and {t.state for t in trials} <= FINISHED_STATES  # nothing left RUNNING
+    parents, runs = mlflow_runs(s["tracking"], name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # one nested run per trial, closed with the trial's state
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [t.number for t in trials]
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    for t in trials:
+        run = by_number[t.number]
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["optuna.state"] == t.state.name
+        assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}[t.state.name]
+        assert {k: v for k, v in run.data.params.items()} == {k: str(v) if not isinstance(v, float) else repr(v)
+                                                              for k, v in t.params.items()}
+    table = pd.read_parquet(s["report"] / "trials.parquet")
+    assert list(table["number"]) == [t.number for t in trials]
+    assert list(table["state"]) == [t.state.name for t in trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete, "no trial completed"
+    for t in complete:
+        assert len(t.values) == n_objectives
+        row = table[table["number"] == t.number].iloc[0]
+        assert row["fid"] == pytest.approx(t.user_attrs["fid"]) and row["train_steps"] == SMOKE.steps
+    study_files = set(artifact_paths(s["tracking"], parents[0].info.run_id))
+    assert {"study/trials.parquet", "study/pareto_front.parquet", "study/pareto_front.png"} <= study_files
+    assert any(f.startswith("study/history_") for f in study_files)
+    assert "best trials:" in s["proc"].stdout
+    return trials
+
+
+def _check_complete_run(uri: str, run, *, refined: bool) -> None:
+    from mlflow import MlflowClient
+
+    c = MlflowClient(uri)
+    m = run.data.metrics
+    for key in ("fid", "precision", "recall", "fid_before", "best_step", "density", "coverage", "class_coverage"):
+        assert key in m, key
+    assert 0.0 <= m["precision"] <= 1.0 and 0.0 <= m["recall"] <= 1.0 and m["n_final"] == SMOKE.n_final
+    assert len(run.data.tags["evaluator_sha256"]) == 64
+    curve = c.get_metric_history(run.info.run_id, "fid_intermediate")
+    assert [p.step for p in sorted(curve, key=lambda p: p.step)] == list(range(SMOKE.eval_every, SMOKE.steps + 1,
+                                                                               SMOKE.eval_every))
+    losses = c.get_metric_history(run.info.run_id, "loss_d")
+    assert sorted(p.step for p in losses) == list(range(1, SMOKE.steps + 1))
+    files = set(artifact_paths(uri, run.info.run_id))
+    assert "checkpoint/models.pt" in files
+    assert {f"samples/step_{s:06d}.png" for s in range(SMOKE.eval_every, SMOKE.steps + 1, SMOKE.eval_every)} <= files
+    local = c.download_artifacts(run.info.run_id, "checkpoint/models.pt")
+    models = load_models(local)
+    assert models.step == SMOKE.steps and models.generator is not None and models.discriminator is not None
+    if refined:
+        assert {"refinement/frontier.parquet", "refinement/frontier.png", "refinement/strip.png",
+                "refinement/precision_recall.png"} <= files
+        frontier = pd.read_parquet(c.download_artifacts(run.info.run_id, "refinement/frontier.parquet"))
+        steps = int(run.data.params["refine_steps"])
+        assert list(frontier["step"]) == list(SMOKE.refine_score_steps(steps))
+        assert frontier["fid"].iloc[-1] == pytest.approx(m["fid"]) and frontier["fid"].iloc[0] == pytest.approx(
+            m["fid_before"])
+        assert m["best_step"] == frontier.loc[frontier["fid"].idxmin(), "step"]
+        assert "k_eff" in m or run.data.params["k_eff"] == "one"
+    else:
+        assert m["fid"] == m["fid_before"] and "samples/final_samples.png" in files
+
+
+def test_gan_study_stores_and_tables(gan_study):
+    trials = _check_study_stores(gan_study, "gan", 1)
+    assert f"mlflow ui --backend-store-uri {gan_study['tracking']}" in gan_study["proc"].stdout
+    assert trials[0].params == GOOD_CONFIG and trials[0].state == TrialState.COMPLETE
+    _, runs = mlflow_runs(gan_study["tracking"], "gan")
+    run0 = next(r for r in runs if r.data.tags["optuna.trial_number"] == "0")
+    _check_complete_run(gan_study["tracking"], run0, refined=False)
+    front = pd.read_parquet(gan_study["report"] / "pareto_front.parquet")
+    assert set(front["number"]) <= {t.number for t in trials if t.state == TrialState.COMPLETE}
+
+
+def test_poor_config_is_pruned_in_optuna_and_stopped_in_ray(gan_study):
+    trials = optuna_trials(gan_study["storage"], "gan")
+    poor = trials[1]
+    assert poor.params == POOR_CONFIG
+    assert poor.state == TrialState.PRUNED  # Ray's stock OptunaSearch would say COMPLETE
+    assert poor.user_attrs["pruned_at_step"] == SMOKE.eval_every and poor.user_attrs["train_steps"] == SMOKE.eval_every
+    assert poor.intermediate_values == {SMOKE.eval_every: pytest.approx(poor.value)}
+    # Ray: the trial's last result is the intermediate one the scheduler answered STOP to
+    (trial_dir,) = (gan_study["ray"] / "gan-session001").glob("trial_0001_*")
+    results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert [r["phase"] for r in results] == ["train"] and results[-1]["step"] == SMOKE.eval_every
+    assert results[-1]["done"] is True
+    _, runs = mlflow_runs(gan_study["tracking"], "gan")
+    run1 = next(r for r in runs if r.data.tags["optuna.trial_number"] == "1")
+    assert run1.data.tags["pruned_at_step"] == str(SMOKE.eval_every) and "fid" not in run1.data.metrics
+
+
+@pytest.fixture(scope="module")
+def dot_latent_study(tmp_path_factory, search_env, mlflow_server):
+    tmp = tmp_path_factory.mktemp("dot-latent-study")
+    s = _study(tmp, search_env, "dot_latent", ["--pruner", "none", "--max-concurrent", "2",
+                                               "--tracking-uri", mlflow_server["uri"]])
+    return {**s, "tracking": mlflow_server["uri"]}
+
+
+def test_dot_latent_study_on_a_real_mlflow_server(dot_latent_study):
+    trials = _check_study_stores(dot_latent_study, "dot_latent", 1)
+    _, runs = mlflow_runs(dot_latent_study["tracking"], "dot_latent")
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert t.params["refine_method"] in ("latent", "latent-image") and 1 <= t.params["refine_steps"] <= 20
+            _check_complete_run(dot_latent_study["tracking"], by_number[t.number], refined=True)
+            assert t.value == pytest.approx(t.user_attrs["fid"])  # the objective: FID after refinement
+    assert f"MLflow UI: open {dot_latent_study['tracking']}" in dot_latent_study["proc"].stdout
+
+
+@pytest.fixture(scope="module")
+def pareto_study(tmp_path_factory, search_env):
+    return _study(tmp_path_factory.mktemp("pareto-study"), search_env, "pareto", ["--max-concurrent", "2"])
+
+
+def test_pareto_study_front(pareto_study):
+    trials = _check_study_stores(pareto_study, "pareto", 2)
+    import optuna
+
+    study = optuna.load_study(study_name="pareto", storage=pareto_study["storage"])
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    assert study.user_attrs["search_settings"]["sampler"] == "nsga2"
+    assert study.user_attrs["search_settings"]["pruner"] == "none"
+    assert not any(t.state == TrialState.PRUNED for t in trials)
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert t.values == [pytest.approx(t.user_attrs["precision"]), pytest.approx(t.user_attrs["recall"])]
+    front = pd.read_parquet(pareto_study["report"] / "pareto_front.parquet")
+    assert sorted(front["number"]) == sorted(t.number for t in study.best_trials)
+    assert (pareto_study["report"] / "pareto_front_optuna.png").is_file()

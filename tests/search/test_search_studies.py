@@ -1,0 +1,152 @@
+"""Studies, spaces, narrowing, budgets and the sampler/pruner registries (no Ray)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from gan_models import TrainConfig
+from refinement import RefineConfig
+from search import BUDGETS, PRUNERS, SAMPLERS, STUDIES, get_budget, get_study, list_studies, make_pruner, make_sampler
+from search.space import Categorical, FloatRange, IntRange, SpaceError, read_study_file
+from search.studies import IMAGE_METHODS, refine_config, train_config
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _sample(study_name: str, n: int, narrowing=None, seed: int = 0):
+    s = get_study(study_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed), directions=list(s.directions))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        params = s.suggest(trial, narrowing)
+        out.append((params, dict(trial.params)))
+        study.tell(trial, [0.0] * len(s.directions))
+    return out
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_every_study_samples_valid_configs_with_conditional_params(name):
+    s = get_study(name)
+    seen = set()
+    for params, recorded in _sample(name, 150):
+        seen |= set(recorded)
+        assert set(recorded) <= set(params)  # Optuna records exactly what was suggested
+        cfg = train_config(params, budget=BUDGETS["smoke"], seed=3)
+        assert isinstance(cfg, TrainConfig) and cfg.steps == BUDGETS["smoke"].steps and cfg.seed == 3
+        # conditional where the math is
+        assert ("lambda_gp" in params) == (params["loss"] == "wgan-gp")
+        assert ("clip_value" in params) == (params["loss"] == "wgan")
+        assert ("san_base" in params) == (params["loss"] == "san")
+        rc = refine_config(params)
+        if not s.refines:
+            assert rc is None and not any(k.startswith("refine_") for k in params)
+            continue
+        assert isinstance(rc, RefineConfig) and 1 <= rc.steps <= 20
+        if rc.method == "ddls":
+            assert "refine_lr" not in params and "ddls_step_size" in params
+            continue
+        assert ("clip_images" in params) == (rc.method in IMAGE_METHODS)
+        assert ("projection" in params) == (rc.method not in IMAGE_METHODS and params["latent_prior"] == "normal")
+    assert seen == set(s.specs), f"parameters never sampled: {set(s.specs) - seen}"
+
+
+def test_study_objectives_and_directions():
+    assert get_study("gan").objectives == ("fid",) and get_study("gan").directions == ("minimize",)
+    pareto = get_study("pareto")
+    assert pareto.objectives == ("precision", "recall") and pareto.directions == ("maximize", "maximize")
+    assert pareto.multi_objective and not pareto.prunable and pareto.default_sampler == "nsga2"
+    methods = {p["refine_method"] for p, _ in _sample("dot_latent", 40)}
+    assert methods == {"latent", "latent-image"}
+    assert {p["refine_method"] for p, _ in _sample("dot_target", 5)} == {"target"}
+    assert {p["refine_method"] for p, _ in _sample("dot_embedded", 40)} == {"embedded-target", "embedded-latent"}
+
+
+def test_list_studies_one_line_each():
+    lines = list_studies().splitlines()
+    assert [ln.split()[0] for ln in lines] == ["gan", "dot_latent", "dot_target", "dot_embedded", "ddls", "pareto"]
+
+
+@pytest.mark.parametrize("lookup, bad, valid", [
+    (get_study, "dot", "gan, dot_latent, dot_target, dot_embedded, ddls, pareto"),
+    (get_budget, "huge", "smoke, small, full"),
+    (lambda n: make_sampler(n, seed=0, n_trials=4), "cmaes", "tpe, random, nsga2"),
+    (lambda n: make_pruner(n, BUDGETS["smoke"]), "asha", "median, percentile, hyperband, none"),
+])
+def test_unknown_names_list_the_valid_ones(lookup, bad, valid):
+    with pytest.raises(ValueError, match=f"unknown .*{bad!r}; valid choices: {valid}"):
+        lookup(bad)
+
+
+def test_registries_build_real_optuna_objects():
+    assert isinstance(make_sampler("nsga2", seed=1, n_trials=8), optuna.samplers.NSGAIISampler)
+    assert isinstance(make_sampler("tpe", seed=1, n_trials=8), optuna.samplers.TPESampler)
+    assert isinstance(make_pruner("hyperband", BUDGETS["small"]), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("none", BUDGETS["small"]), optuna.pruners.NopPruner)
+    assert set(SAMPLERS) == {"tpe", "random", "nsga2"} and set(PRUNERS) == {"median", "percentile", "hyperband", "none"}
+
+
+def test_median_pruner_prunes_a_worse_curve_after_warmup():
+    b = BUDGETS["smoke"]  # 1 start-up trial, decisions from the first report (step 25) on
+    study = optuna.create_study(pruner=make_pruner("median", b))
+    good = study.ask()
+    for step, v in ((25, 100.0), (50, 90.0)):
+        good.report(v, step)
+    study.tell(good, 90.0)
+    poor = study.ask()
+    poor.report(150.0, 25)
+    assert poor.should_prune()
+    better = study.ask()
+    better.report(80.0, 25)
+    assert not better.should_prune()
+
+
+def test_budgets_are_frozen_and_consistent():
+    for b in BUDGETS.values():
+        assert b.steps % b.eval_every == 0 and b.score_steps[0] == 0
+        with pytest.raises(Exception):
+            b.steps = 1  # frozen
+    assert BUDGETS["small"].n_final == 10000 and BUDGETS["small"].n_intermediate == 2000
+    assert BUDGETS["smoke"].steps <= 200
+    assert BUDGETS["small"].refine_score_steps(7) == (0, 1, 2, 5, 7)
+    assert BUDGETS["small"].refine_score_steps(20) == (0, 1, 2, 5, 10, 20)
+
+
+def test_narrowing_fixes_subsets_and_subranges():
+    s = get_study("dot_latent")
+    narrowing = s.narrowing({"loss": "wgan-gp", "architecture": ["mlp"], "lr_g": {"low": 1e-4, "high": 2e-4},
+                             "refine_steps": 5, "spectral_norm": True})
+    assert narrowing["loss"] == Categorical(("wgan-gp",))
+    assert narrowing["lr_g"] == FloatRange(1e-4, 2e-4, log=True)
+    assert narrowing["refine_steps"] == IntRange(5, 5)
+    for params, recorded in _sample("dot_latent", 30, narrowing):
+        assert params["loss"] == "wgan-gp" and "lambda_gp" in params and params["architecture"] == "mlp"
+        assert 1e-4 <= params["lr_g"] <= 2e-4 and params["refine_steps"] == 5 and params["spectral_norm"] is True
+        assert recorded["loss"] == "wgan-gp"  # fixed values are still recorded in Optuna
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"lr": 0.1}, "unknown parameters lr; valid parameters: architecture, loss"),
+    ({"loss": "lsgan"}, "parameter loss: 'lsgan' not allowed; registered: one of 'bce'"),
+    ({"lr_g": {"low": 1e-6, "high": 1e-4}}, "parameter lr_g: .* not inside the registered range"),
+    ({"n_critic": 2.5}, "parameter n_critic: expected an integer"),
+    ({"spectral_norm": 1}, "parameter spectral_norm: 1 not allowed"),
+    ({"lr_g": {"low": 1e-4}}, "a range needs exactly the keys low and high"),
+    ({"refine_steps": 3}, "unknown parameters refine_steps"),  # gan does not refine
+])
+def test_bad_narrowing_is_an_error(params, message):
+    with pytest.raises(SpaceError, match=message):
+        get_study("gan").narrowing(params)
+
+
+def test_study_file_reading(tmp_path):
+    good = tmp_path / "s.yaml"
+    good.write_text("study: gan\nparams:\n  architecture: mlp\n  batch_size: [32, 64]\n")
+    assert read_study_file(good) == {"study": "gan", "params": {"architecture": "mlp", "batch_size": [32, 64]}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: gan\nparameters:\n  architecture: mlp\n")
+    with pytest.raises(SpaceError, match="unknown keys parameters; valid keys: study, params"):
+        read_study_file(bad)
+    with pytest.raises(SpaceError, match="study file not found"):
+        read_study_file(tmp_path / "missing.yaml")
