@@ -1,6 +1,6 @@
 """Evaluation speed and agreement against reference implementations, in one run.
 
-    python benchmarks/eval_speed.py --n 10000 --out benchmarks/results/eval_speed.json [--checkpoint CKPT]
+    python -m benchmarks.eval_speed --n 10000 --out benchmarks/results/eval_speed.json [--checkpoint CKPT]
 
 Times, on N generated vs N real (test split) images in the --features space:
   * the project's full evaluation (feature extraction + FID + precision/recall/density/coverage +
@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
+import warnings
 
 import numpy as np
 import torch
+
+from benchmarks.common import machine, write_json
 
 
 def perturbed_train_images(n: int, *, data_root, sigma: float = 0.35, seed: int = 0) -> torch.Tensor:
@@ -98,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     space = args.features
     kwargs = dict(features=(space,), n_real=args.n, data_root=args.data_root)
     result: dict = {
-        "n_fake": args.n, "n_real": args.n, "features": space, "generated": generated,
-        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-        "python": platform.python_version(), "torch": torch.__version__,
+        "n_fake": args.n, "n_real": args.n, "features": space, "generated": generated, "machine": machine(),
     }
     with tempfile.TemporaryDirectory() as cache:
         try:
@@ -143,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         result["prdc"] = {"error": f"prdc not importable: {exc}"}
 
-    ref_fid, t_scipy = timed(lambda: scipy_fid(real_f.astype(np.float64), fake_f.astype(np.float64)))
-    result["fid_scipy_sqrtm"] = {"time_s": t_scipy, "value": ref_fid, "abs_diff": abs(ref_fid - cached["fid"])}
+    with warnings.catch_warnings(record=True) as caught:  # sqrtm warns on singular covariances (dead ReLU units)
+        warnings.simplefilter("always")
+        ref_fid, t_scipy = timed(lambda: scipy_fid(real_f.astype(np.float64), fake_f.astype(np.float64)))
+    result["fid_scipy_sqrtm"] = {"time_s": t_scipy, "value": ref_fid, "abs_diff": abs(ref_fid - cached["fid"]),
+                                 "warnings": sorted({str(w.message).splitlines()[0] for w in caught})}
     print(f"numpy/scipy FID: {t_scipy:.2f} s; |diff| {abs(ref_fid - cached['fid']):.2e}")
 
     try:
@@ -173,10 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "cached_eval_under_5s": t_cached < 5.0,
         "at_least_5x_faster_than_prdc": "time_s" in result["prdc"] and result["prdc"]["time_s"] >= 5 * t_cached,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    print(f"wrote {out}")
+    write_json(result, args.out)
     return 0
 
 

@@ -69,10 +69,16 @@ def _chunk(n_rows: int, max_block_elements: int) -> int:
     return max(1, min(n_rows, max_block_elements // max(n_rows, 1)))
 
 
-def _sq_dists(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
-    """||a_i - b_j||^2 = ||a_i||^2 + ||b_j||^2 - 2 a_i.b_j for a [n, F], b [m, F] -> [n, m], clamped at 0."""
-    d2 = torch.addmm(a_sq[:, None], a, b.T, beta=1.0, alpha=-2.0)
-    return d2.add_(b_sq[None, :]).clamp_min_(0.0)
+def _lift(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows (x_i, ||x_i||^2, 1) and (-2 x_i, 1, ||x_i||^2), both [n, F+2]: their products are squared distances.
+
+    ||a_i - b_j||^2 = ||a_i||^2 + ||b_j||^2 - 2 a_i.b_j = <(a_i, ||a_i||^2, 1), (-2 b_j, 1, ||b_j||^2)>, so one
+    matmul gives a whole block with no broadcast copies or extra passes. Round-off can leave tiny negative
+    values for (near-)duplicates; comparisons with radii >= 0 are unaffected and radii are clamped.
+    """
+    sq = (x * x).sum(1, keepdim=True)
+    one = torch.ones_like(sq)
+    return torch.cat([x, sq, one], 1), torch.cat([-2.0 * x, one, sq], 1)
 
 
 def knn_radii(features: Tensor, ks: tuple[int, ...], *, max_block_elements: int = MAX_BLOCK_ELEMENTS) -> Tensor:
@@ -85,17 +91,17 @@ def knn_radii(features: Tensor, ks: tuple[int, ...], *, max_block_elements: int 
     k_max = max(ks)
     if n <= k_max:
         raise ValueError(f"k-NN radii with k={k_max} need more than {k_max} samples, got {n}")
-    sq = (features * features).sum(1)
+    left, right = _lift(features)
     out = torch.empty(n, len(ks), dtype=features.dtype, device=features.device)
     step = _chunk(n, max_block_elements)
     for i in range(0, n, step):
         rows = slice(i, min(i + step, n))
-        d2 = _sq_dists(features[rows], sq[rows], features, sq)  # [c, N]
+        d2 = left[rows] @ right.T  # [c, N] squared distances
         c = d2.shape[0]
         d2[torch.arange(c), torch.arange(i, i + c)] = 0.0
         nearest = torch.topk(d2, k_max + 1, dim=1, largest=False, sorted=True).values  # [c, k_max+1]
         out[rows] = nearest[:, list(ks)]
-    return out.sqrt_()
+    return out.clamp_min_(0.0).sqrt_()
 
 
 def prdc(
@@ -125,21 +131,22 @@ def prdc(
     real_r2 = real_radii.to(real.dtype).square()
     r2_pr, r2_dc = real_r2[:, 0], real_r2[:, 1]  # [N]
     n, m = real.shape[0], fake.shape[0]
-    real_sq = (real * real).sum(1)
-    fake_sq = (fake * fake).sum(1)
-    in_some_real_ball = torch.empty(m, dtype=torch.bool, device=fake.device)
-    n_real_balls = torch.empty(m, dtype=torch.int64, device=fake.device)
-    in_some_fake_ball = torch.zeros(n, dtype=torch.bool, device=real.device)
+    real_left, _ = _lift(real)
+    _, fake_right = _lift(fake)
+    # Reductions over boolean masks go through uint8 views: amax/sum on bytes are several times
+    # faster than any()/sum() on bool, which widen to int64 first.
+    in_some_real_ball = torch.empty(m, dtype=torch.uint8, device=fake.device)
+    n_real_balls = torch.empty(m, dtype=torch.int32, device=fake.device)
+    in_some_fake_ball = torch.zeros(n, dtype=torch.uint8, device=real.device)
     nearest_fake_d2 = torch.full((n,), math.inf, dtype=real.dtype, device=real.device)
     step = _chunk(n, max_block_elements)
     for j in range(0, m, step):
         cols = slice(j, min(j + step, m))
-        d2 = _sq_dists(real, real_sq, fake[cols], fake_sq[cols])  # [N, c]
-        in_pr = d2 <= r2_pr[:, None]
-        in_some_real_ball[cols] = in_pr.any(0)
-        n_real_balls[cols] = (d2 <= r2_dc[:, None]).sum(0)
-        in_some_fake_ball |= (d2 <= fake_r2[None, cols]).any(1)
-        torch.minimum(nearest_fake_d2, d2.min(1).values, out=nearest_fake_d2)
+        d2 = real_left @ fake_right[cols].T  # [N, c] squared distances
+        in_some_real_ball[cols] = (d2 <= r2_pr[:, None]).view(torch.uint8).amax(0)
+        n_real_balls[cols] = (d2 <= r2_dc[:, None]).view(torch.uint8).sum(0, dtype=torch.int32)
+        torch.maximum(in_some_fake_ball, (d2 <= fake_r2[None, cols]).view(torch.uint8).amax(1), out=in_some_fake_ball)
+        torch.minimum(nearest_fake_d2, d2.amin(1), out=nearest_fake_d2)
     return {
         "precision": in_some_real_ball.double().mean().item(),
         "recall": in_some_fake_ball.double().mean().item(),

@@ -5,6 +5,7 @@ save never replaces a good checkpoint with half a file; read back with ``weights
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -28,8 +29,10 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # serialise in memory: torch names the archive after the file, keep it stable
+    torch.save({"format": FORMAT, **payload}, buffer)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
+    tmp.write_bytes(buffer.getvalue())
     os.replace(tmp, path)
     return path
 

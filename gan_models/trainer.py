@@ -33,6 +33,9 @@ class DivergenceError(FloatingPointError):
         self.step = step
 
 
+# The fused Adam kernel updates every tensor in one pass (CPU and CUDA); same math as Adam.
+_ADAM_IMPL = {"fused": True}
+
 # callback(trainer) -> True to stop training early (e.g. a pruner's decision), else None/False
 Callback = Callable[["Trainer"], Optional[bool]]
 
@@ -48,8 +51,8 @@ class Trainer:
         self.G = build_generator(net).to(self.device)
         self.D = build_discriminator(net).to(self.device)
         betas = (config.beta1, config.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas, foreach=True)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas, foreach=True)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas, **_ADAM_IMPL)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas, **_ADAM_IMPL)
         self.sampler = BatchSampler(images_u8, config.batch_size, seed=config.seed + 1, device=self.device)
         self.noise = torch.Generator().manual_seed(config.seed + 2)
         self.step = 0
@@ -60,16 +63,18 @@ class Trainer:
         c = self.config
         return sample_latent(n, c.latent_dim, c.latent_prior, generator=self.noise, device=self.device)
 
-    def _d_step(self) -> float:
+    def _d_step(self, keep_fake: bool) -> tuple[float, Tensor]:
+        """One D update; returns its loss and the fake batch (with G's graph when keep_fake)."""
         c = self.config
         x_real = self.sampler.next()
-        with torch.no_grad():  # D's update needs no graph through G
-            x_fake = self.G(self._z(c.batch_size))
+        z = self._z(c.batch_size)
+        with torch.set_grad_enabled(keep_fake):  # D's own update never needs a graph through G
+            x_fake = self.G(z)
         gp_eps = None
         if c.loss == "wgan-gp":
             gp_eps = torch.rand(c.batch_size, 1, 1, 1, generator=self.noise).to(self.device)
         loss_d, _ = discriminator_objective(
-            self.D, x_real, x_fake, loss=c.loss, san_base=c.san_base or "hinge",
+            self.D, x_real, x_fake.detach(), loss=c.loss, san_base=c.san_base or "hinge",
             lambda_gp=c.lambda_gp, gp_eps=gp_eps,
         )
         self.opt_d.zero_grad(set_to_none=True)
@@ -77,13 +82,13 @@ class Trainer:
         self.opt_d.step()
         if c.loss == "wgan":
             clip_weights_(self.D, c.clip_value)
-        return loss_d.item()
+        return loss_d.item(), x_fake
 
-    def _g_step(self) -> float:
+    def _g_step(self, x_fake: Tensor) -> float:
         c = self.config
         self.D.requires_grad_(False)  # G's update needs dL/dx through D, not dL/dθ_D
         try:
-            loss_g = generator_objective(self.D, self.G(self._z(c.batch_size)), loss=c.loss)
+            loss_g = generator_objective(self.D, x_fake, loss=c.loss)
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.opt_g.step()
@@ -92,14 +97,22 @@ class Trainer:
         return loss_g.item()
 
     def train_step(self) -> dict[str, float]:
+        """n_critic D updates, then one G update.
+
+        With n_critic == 1 the G update reuses the D step's fake batch G(z) (scored by the
+        updated D), as the classic GAN loop does: one G forward per step instead of two.
+        """
         self.G.train()
         self.D.train()
-        loss_d = math.nan
-        for _ in range(self.config.n_critic):
-            loss_d = self._d_step()
+        n_critic = self.config.n_critic
+        loss_d, x_fake = math.nan, None
+        for _ in range(n_critic):
+            loss_d, x_fake = self._d_step(keep_fake=n_critic == 1)
             if not math.isfinite(loss_d):
                 raise DivergenceError(self.step + 1, "discriminator loss", loss_d)
-        loss_g = self._g_step()
+        if n_critic > 1:  # the critic saw several batches; G trains on a fresh one
+            x_fake = self.G(self._z(self.config.batch_size))
+        loss_g = self._g_step(x_fake)
         if not math.isfinite(loss_g):
             raise DivergenceError(self.step + 1, "generator loss", loss_g)
         self.step += 1

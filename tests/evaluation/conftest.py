@@ -1,40 +1,13 @@
-"""Shared fixtures for the evaluation tests: the real MNIST splits and one cached 2k-real Evaluator."""
+"""Evaluation fixtures: a session-wide real-statistics cache and one 2k-real Evaluator on it.
+(data_root, mnist_train and mnist_test come from tests/conftest.py.)"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from gan_models import DataNotFoundError, load_images
-
 N_REAL = 2000
-
-
-def _data_root() -> Path:
-    env = os.environ.get("GAN_DATA_ROOT", "")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "mnist"  # CI: shared/ beside the clone
-
-
-@pytest.fixture(scope="session")
-def data_root() -> Path:
-    return _data_root()
-
-
-@pytest.fixture(scope="session")
-def mnist_test(data_root):
-    try:
-        return load_images("mnist", split="test", data_root=data_root)
-    except DataNotFoundError as exc:
-        pytest.fail(f"MNIST is required for the evaluation tests: {exc}")
-
-
-@pytest.fixture(scope="session")
-def mnist_train(data_root):
-    return load_images("mnist", split="train", data_root=data_root)
 
 
 @pytest.fixture(scope="session")
