@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="tune_overhead.json")
     args = p.parse_args(argv)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
     from search.budgets import get_budget
     from search.trial import LocalReporter, TrialContext, ray_trainable, run_trial

@@ -62,7 +62,7 @@ BUDGETS: dict[str, Budget] = {
             description="recognisable digits: a few minutes per MLP trial on 2 CPU cores",
             steps=5000, eval_every=500, n_intermediate=2000, n_real_intermediate=10000,
             n_final=10000, n_real_final=10000, score_steps=(0, 1, 2, 5, 10, 20), refine_batch_size=1000,
-            prune_startup_trials=3, prune_warmup_reports=2,
+            prune_startup_trials=3, prune_warmup_reports=1,
         ),
         Budget(
             name="full",

@@ -263,14 +263,14 @@ def run_study(opts: SearchOptions, *, log=print) -> StudyOutcome:
     # -- 2. Ray and its resources ------------------------------------------------------------------------
     ray = _start_ray(opts)
     try:
-        return _run(opts, ray, name=name, storage=storage, storage_path=storage_path, tracking_uri=tracking_uri,
+        return _run(opts, name=name, storage=storage, storage_path=storage_path, tracking_uri=tracking_uri,
                     settings=settings, study_def=study_def, budget=budget, narrowing=narrowing,
                     enqueued=enqueued, runs_dir=runs_dir, log=log)
     finally:
         ray.shutdown()
 
 
-def _run(opts, ray, *, name, storage, storage_path, tracking_uri, settings, study_def, budget, narrowing,
+def _run(opts, *, name, storage, storage_path, tracking_uri, settings, study_def, budget, narrowing,
          enqueued, runs_dir, log) -> StudyOutcome:
     import optuna
 
@@ -282,7 +282,13 @@ def _run(opts, ray, *, name, storage, storage_path, tracking_uri, settings, stud
     from .tracking import TrackingError, end_study_run, log_study_artifacts, open_study_run
     from .trial import TrialContext
 
-    # -- 3. the study, its parent run, and what a dead driver left behind ----------------------------------
+    # -- 3. the study's parent run, the study, and what a dead driver left behind ------------------------------
+    try:  # MLflow first: a parent run left from an earlier study of this name stops us before Optuna is written
+        study_run = open_study_run(tracking_uri, name, resume=opts.resume, tags={
+            "study": study_def.name, "budget": budget.name, "sampler": settings["sampler"],
+            "pruner": settings["pruner"], "optuna_storage": storage, "seed": str(settings["seed"])})
+    except TrackingError as exc:
+        raise SearchError(str(exc)) from None
     sampler = make_sampler(settings["sampler"], seed=settings["seed"], n_trials=settings["trials"])
     pruner = make_pruner(settings["pruner"], budget)
     if opts.resume:
@@ -303,12 +309,6 @@ def _run(opts, ray, *, name, storage, storage_path, tracking_uri, settings, stud
         log(f"resume: trials {', '.join(map(str, stale))} were interrupted; marked FAIL and enqueued again")
     for params in enqueued:
         study.enqueue_trial(params)
-    try:
-        study_run = open_study_run(tracking_uri, name, resume=opts.resume, tags={
-            "study": study_def.name, "budget": budget.name, "sampler": settings["sampler"],
-            "pruner": settings["pruner"], "optuna_storage": storage, "seed": str(settings["seed"])})
-    except TrackingError as exc:
-        raise SearchError(str(exc)) from None
     fixed = reconcile_runs(study, study_run)
     if fixed:
         log("resume: closed MLflow runs left running: " + ", ".join(f"{n} {s}" for s, n in fixed.items()))

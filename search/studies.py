@@ -142,12 +142,6 @@ class Study:
         """Define-by-run: sample this study's parameters on ``trial``; returns every value the run uses."""
         return self.space(SpaceSampler(trial, self.specs, narrowing or {}))
 
-    def check_params(self, params: Mapping[str, Any]) -> None:
-        unknown = sorted(set(params) - set(self.specs))
-        if unknown:
-            raise SpaceError(f"study {self.name}: unknown parameters {', '.join(unknown)}; "
-                             f"valid parameters: {', '.join(self.specs)}")
-
 
 def _dot_specs(methods: tuple[str, ...]) -> dict[str, ParamSpec]:
     """gan's specs + the DOT options that ``methods`` can use (see _dot_options)."""
@@ -210,6 +204,14 @@ def list_studies() -> str:
 
 
 # --- params -> configs -------------------------------------------------------------------------
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """A trial's params name trainer or refiner fields only (a typo is an error, never dropped)."""
+    unknown = sorted(set(params) - set(TRAIN_FIELDS) - set(REFINE_FIELDS))
+    if unknown:
+        raise SpaceError(f"unknown trial parameters {', '.join(unknown)}; valid parameters: "
+                         f"{', '.join((*TRAIN_FIELDS, *REFINE_FIELDS))}")
 
 
 def train_config(params: Mapping[str, Any], *, budget: Budget, seed: int, dataset: str = "mnist") -> TrainConfig:

@@ -77,6 +77,12 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
     elif scheme in ("", "file"):
         raise TrackingError(f"tracking URI {uri!r}: use sqlite:///PATH.db or http://HOST:PORT (MLflow's file "
                             f"store cannot hold the study's nested runs reliably across processes)")
+    else:  # another database URL (postgresql://, mysql://, ...): one query tells
+        try:
+            client(uri).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raises, the store is unusable
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(f"MLflow tracking store {uri} is unusable: {first}") from None
 
 
 def client(uri: str):

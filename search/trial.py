@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from gan_models import DivergenceError, load_images, save_checkpoint, train_gan
 from gan_models.images import save_grid
 
 from .budgets import Budget, get_budget
-from .studies import get_study, refine_config, train_config
+from .studies import check_params, get_study, refine_config, train_config
 from .tracking import StudyRun, TrialRun
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -128,9 +127,9 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any], trial_number: int, r
     """
     from evaluation import Evaluator
 
-    study = get_study(ctx.study)
+    get_study(ctx.study)
     budget = get_budget(ctx.budget)
-    study.check_params({k: v for k, v in params.items() if k in study.specs})
+    check_params(params)
     device = _device(ctx)
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
     train_cfg = train_config(params, budget=budget, seed=ctx.seed, dataset=ctx.dataset)

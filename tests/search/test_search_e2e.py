@@ -19,6 +19,7 @@ from search_helpers import GOOD_CONFIG, SMOKE_SPACE, artifact_paths, mlflow_runs
 SMOKE = BUDGETS["smoke"]
 # learns nothing in 100 steps: tiny learning rates and a crippled WGAN critic
 POOR_CONFIG = {**GOOD_CONFIG, "loss": "wgan", "clip_value": 0.001, "lr_g": 1e-5, "lr_d": 1e-5}
+GOOD_HINGE = {**GOOD_CONFIG, "loss": "hinge"}
 FINISHED_STATES = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
 
 
@@ -35,10 +36,10 @@ def _study(tmp_path: Path, env, name: str, extra: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def gan_study(tmp_path_factory, search_env):
     tmp = tmp_path_factory.mktemp("gan-study")
-    enqueue = write(tmp / "enqueue.yaml", yaml.safe_dump([GOOD_CONFIG, POOR_CONFIG]))
-    # one trial at a time, so the poor trial meets the pruner with the good one already complete
-    return _study(tmp, search_env, "gan", ["--enqueue", str(enqueue), "--pruner", "median", "--max-concurrent", "1",
-                                           "--cpus-per-trial", "2"])
+    # two good configs run first, side by side; the poor one starts only when a slot frees, so it meets
+    # the pruner (median, 1 start-up trial at smoke) with at least one good trial complete
+    enqueue = write(tmp / "enqueue.yaml", yaml.safe_dump([GOOD_CONFIG, GOOD_HINGE, POOR_CONFIG]))
+    return _study(tmp, search_env, "gan", ["--enqueue", str(enqueue), "--pruner", "median", "--max-concurrent", "2"])
 
 
 def _check_study_stores(s: dict, name: str, n_objectives: int) -> list:
@@ -109,29 +110,33 @@ def _check_complete_run(uri: str, run, *, refined: bool) -> None:
 def test_gan_study_stores_and_tables(gan_study):
     trials = _check_study_stores(gan_study, "gan", 1)
     assert f"mlflow ui --backend-store-uri {gan_study['tracking']}" in gan_study["proc"].stdout
-    assert trials[0].params == GOOD_CONFIG and trials[0].state == TrialState.COMPLETE
+    assert trials[0].params == GOOD_CONFIG and trials[1].params == GOOD_HINGE
     _, runs = mlflow_runs(gan_study["tracking"], "gan")
-    run0 = next(r for r in runs if r.data.tags["optuna.trial_number"] == "0")
-    _check_complete_run(gan_study["tracking"], run0, refined=False)
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            run = next(r for r in runs if r.data.tags["optuna.trial_number"] == str(t.number))
+            _check_complete_run(gan_study["tracking"], run, refined=False)
     front = pd.read_parquet(gan_study["report"] / "pareto_front.parquet")
     assert set(front["number"]) <= {t.number for t in trials if t.state == TrialState.COMPLETE}
 
 
 def test_poor_config_is_pruned_in_optuna_and_stopped_in_ray(gan_study):
     trials = optuna_trials(gan_study["storage"], "gan")
-    poor = trials[1]
+    assert TrialState.COMPLETE in {trials[0].state, trials[1].state}
+    poor = trials[2]
     assert poor.params == POOR_CONFIG
     assert poor.state == TrialState.PRUNED  # Ray's stock OptunaSearch would say COMPLETE
-    assert poor.user_attrs["pruned_at_step"] == SMOKE.eval_every and poor.user_attrs["train_steps"] == SMOKE.eval_every
-    assert poor.intermediate_values == {SMOKE.eval_every: pytest.approx(poor.value)}
+    step = poor.user_attrs["pruned_at_step"]
+    assert step < SMOKE.steps and poor.user_attrs["train_steps"] == step
+    assert max(poor.intermediate_values) == step and poor.value == pytest.approx(poor.intermediate_values[step])
     # Ray: the trial's last result is the intermediate one the scheduler answered STOP to
-    (trial_dir,) = (gan_study["ray"] / "gan-session001").glob("trial_0001_*")
+    (trial_dir,) = (gan_study["ray"] / "gan-session001").glob("trial_0002_*")
     results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
-    assert [r["phase"] for r in results] == ["train"] and results[-1]["step"] == SMOKE.eval_every
+    assert {r["phase"] for r in results} == {"train"} and results[-1]["step"] == step
     assert results[-1]["done"] is True
     _, runs = mlflow_runs(gan_study["tracking"], "gan")
-    run1 = next(r for r in runs if r.data.tags["optuna.trial_number"] == "1")
-    assert run1.data.tags["pruned_at_step"] == str(SMOKE.eval_every) and "fid" not in run1.data.metrics
+    run2 = next(r for r in runs if r.data.tags["optuna.trial_number"] == "2")
+    assert run2.data.tags["pruned_at_step"] == str(step) and "fid" not in run2.data.metrics
 
 
 @pytest.fixture(scope="module")

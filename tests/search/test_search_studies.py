@@ -150,3 +150,38 @@ def test_study_file_reading(tmp_path):
         read_study_file(bad)
     with pytest.raises(SpaceError, match="study file not found"):
         read_study_file(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", list(PRUNERS))
+def test_every_pruner_runs_the_bridge_protocol(name):
+    """ask -> report(value, step) -> should_prune -> tell PRUNED/COMPLETE, as the Ray scheduler drives it."""
+    b = BUDGETS["smoke"]
+    study = optuna.create_study(sampler=make_sampler("random", seed=0, n_trials=6), pruner=make_pruner(name, b))
+    states = []
+    for i in range(6):
+        t = study.ask()
+        get_study("gan").suggest(t)
+        pruned = False
+        for step in range(b.eval_every, b.steps + 1, b.eval_every):
+            t.report(100.0 + 50.0 * (i % 2) - step / 10, step)  # odd trials are uniformly worse
+            if t.should_prune():
+                study.tell(t, state=optuna.trial.TrialState.PRUNED)
+                pruned = True
+                break
+        if not pruned:
+            study.tell(t, 100.0 + 50.0 * (i % 2) - b.steps / 10)
+        states.append(study.trials[-1].state)
+    assert states[0] == optuna.trial.TrialState.COMPLETE
+    if name in ("median", "percentile"):
+        assert states[1] == optuna.trial.TrialState.PRUNED and states[2] == optuna.trial.TrialState.COMPLETE
+    if name == "none":
+        assert set(states) == {optuna.trial.TrialState.COMPLETE}
+
+
+def test_trial_params_with_a_typo_are_an_error():
+    from search.studies import check_params
+
+    params, _ = _sample("dot_latent", 1)[0]
+    check_params(params)
+    with pytest.raises(SpaceError, match="unknown trial parameters lr_gen"):
+        check_params({**params, "lr_gen": 0.1})

@@ -1,0 +1,114 @@
+"""The Optuna <-> Ray bridge driven step by step as Ray's TuneController drives it: real Optuna (SQLite),
+real MLflow (SQLite), real ``ray.tune.experiment.Trial`` objects; no Ray cluster needed."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from search.bridge import OptunaPruningScheduler, OptunaSearcher, StudyLink
+from search.studies import get_study
+from search.tracking import TrialRun, open_study_run, trial_runs
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"  # created once: MLflow's migrations are slow
+
+
+def _link(tmp_path, uri: str, study: str, pruner: str, n: int) -> StudyLink:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="bridge", storage=storage, directions=list(get_study(study).directions))
+    sr = open_study_run(uri, f"bridge-{tmp_path.name}", resume=False, tags={})
+    return StudyLink(storage=storage, study_name="bridge", study=study, narrowing={}, sampler="random", pruner=pruner,
+                     seed=0, budget="smoke", n_trials=n, n_to_run=n, study_run=sr, context={})
+
+
+def _start(searcher: OptunaSearcher, link: StudyLink) -> tuple[Trial, dict, str]:
+    trial = Trial("ray_trainable", stub=True)
+    config = searcher.suggest(trial.trial_id)
+    run = TrialRun.open(link.study_run, study_name="bridge", trial_number=config["optuna_trial"],
+                        params=config["params"])  # as the worker does
+    return trial, config, run.run_id
+
+
+def _train(trial_number: int, run_id: str, step: int, fid: float) -> dict:
+    return {"phase": "train", "step": step, "fid_intermediate": fid, "optuna_trial": trial_number,
+            "mlflow_run_id": run_id}
+
+
+def test_complete_pruned_failed_and_errored_trials(tmp_path, uri):
+    link = _link(tmp_path, uri, "gan", "median", 4)
+    searcher, scheduler = OptunaSearcher(link), OptunaPruningScheduler(link)
+
+    # 1. a trial reports its FID curve and final metrics -> COMPLETE with the final FID
+    t0, c0, run0 = _start(searcher, link)
+    assert c0["optuna_trial"] == 0 and set(c0["params"]) >= {"architecture", "loss", "lr_g"}
+    for step, fid in ((25, 300.0), (50, 200.0), (75, 150.0), (100, 120.0)):
+        assert scheduler.on_trial_result(None, t0, _train(0, run0, step, fid)) == TrialScheduler.CONTINUE
+    final = {"phase": "final", "fid": 110.0, "precision": 0.7, "recall": 0.4, "fid_before": 110.0, "best_step": 0,
+             "k_eff": float("nan"), "train_steps": 100, "mlflow_run_id": run0}
+    searcher.on_trial_complete(t0.trial_id, final)
+
+    # 2. a worse curve -> the pruner stops it: PRUNED in Optuna, STOP to Ray, nothing told twice
+    t1, c1, run1 = _start(searcher, link)
+    assert scheduler.on_trial_result(None, t1, _train(1, run1, 25, 500.0)) == TrialScheduler.STOP
+    searcher.on_trial_complete(t1.trial_id, _train(1, run1, 25, 500.0))  # Ray then completes it with its last result
+
+    # 3. a diverged trial -> FAIL with its reason; 4. a Ray error -> FAIL, the study goes on
+    t2, c2, run2 = _start(searcher, link)
+    reason = "training diverged at step 40: generator loss is nan"
+    searcher.on_trial_complete(t2.trial_id, {"phase": "failed", "fail_reason": reason, "mlflow_run_id": run2})
+    t3, c3, run3 = _start(searcher, link)
+    scheduler.on_trial_error(None, t3)
+    searcher.on_trial_complete(t3.trial_id, None, error=True)
+    assert searcher.suggest("another") == Searcher.FINISHED  # the session's 4 trials were asked
+
+    trials = optuna.load_study(study_name="bridge", storage=link.storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
+    assert trials[0].value == 110.0 and trials[0].intermediate_values == {25: 300.0, 50: 200.0, 75: 150.0, 100: 120.0}
+    assert trials[0].user_attrs["precision"] == 0.7 and trials[0].user_attrs["train_steps"] == 100
+    assert trials[1].user_attrs["pruned_at_step"] == 25 and trials[1].user_attrs["train_steps"] == 25
+    assert trials[1].params == c1["params"]
+    assert trials[2].user_attrs["fail_reason"] == reason
+    assert trials[3].user_attrs["fail_reason"].startswith("the Ray trial raised an error")
+    runs = {int(r.data.tags["optuna.trial_number"]): r for r in trial_runs(link.study_run)}
+    assert {n: (r.info.status, r.data.tags["optuna.state"]) for n, r in runs.items()} == {
+        0: ("FINISHED", "COMPLETE"), 1: ("FINISHED", "PRUNED"), 2: ("FAILED", "FAIL"), 3: ("FAILED", "FAIL")}
+    assert runs[2].data.tags["fail_reason"] == reason and runs[1].data.tags["pruned_at_step"] == "25"
+
+
+def test_multi_objective_reports_nothing_to_a_pruner_and_tells_both_values(tmp_path, uri):
+    link = _link(tmp_path, uri, "pareto", "none", 1)
+    searcher, scheduler = OptunaSearcher(link), OptunaPruningScheduler(link)
+    t, c, run = _start(searcher, link)
+    assert c["params"]["refine_method"] in ("latent", "latent-image")
+    assert scheduler.on_trial_result(None, t, _train(0, run, 25, 900.0)) == TrialScheduler.CONTINUE
+    searcher.on_trial_complete(t.trial_id, {"phase": "final", "fid": 50.0, "precision": 0.8, "recall": 0.3,
+                                            "train_steps": 100, "mlflow_run_id": run})
+    (trial,) = optuna.load_study(study_name="bridge", storage=link.storage).trials
+    assert trial.values == [0.8, 0.3] and trial.intermediate_values == {}
+
+
+def test_searcher_and_scheduler_survive_rays_pickling(tmp_path, uri):
+    link = _link(tmp_path, uri, "gan", "median", 2)
+    searcher = OptunaSearcher(link)
+    _start(searcher, link)
+    clone = pickle.loads(pickle.dumps(searcher))  # Ray pickles the tuner config with its experiment state
+    assert clone.link.live == {} and clone.link._study is None
+    assert clone.link.optuna_study.study_name == "bridge"  # reloaded lazily from the storage
+    scheduler = pickle.loads(pickle.dumps(OptunaPruningScheduler(link)))
+    assert scheduler.link.study_run == link.study_run
+    searcher.save(str(tmp_path / "searcher.json"))
+    searcher.restore(str(tmp_path / "searcher.json"))
+    with pytest.raises(ValueError, match="belongs to another study"):
+        OptunaSearcher(dataclasses.replace(link, study_name="other")).restore(str(tmp_path / "searcher.json"))
