@@ -30,7 +30,7 @@ def plot_metrics(trajectory: pd.DataFrame, path: str | os.PathLike, *, title: st
     if "fid" in trajectory.columns:
         left.plot(steps, trajectory["fid"], "o-", color="tab:red", label="FID")
         left.set_ylabel("FID", color="tab:red")
-        right_cols = [c for c in ("precision", "recall", "density", "coverage") if c in trajectory.columns]
+        right_cols = [c for c in ("precision", "recall") if c in trajectory.columns]
         right_label = "precision / recall"
     else:
         left.plot(steps, trajectory["d_mean"], "o-", color="tab:red", label="mean D")
@@ -38,8 +38,8 @@ def plot_metrics(trajectory: pd.DataFrame, path: str | os.PathLike, *, title: st
         right_cols = ["displacement"]
         right_label = "mean ||x - y||"
     right = left.twinx()
-    for col in right_cols:
-        right.plot(steps, trajectory[col], "s--", label=col)
+    for col, color in zip(right_cols, ("tab:blue", "tab:green")):
+        right.plot(steps, trajectory[col], "s--", color=color, label=col)
     right.set_ylabel(right_label)
     left.set_xlabel("refinement step")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]

@@ -22,11 +22,13 @@ import torch
 from gan_models import CheckpointError, DataNotFoundError, load_models
 from gan_models.data import DATA_ROOT_ENV
 
-from .config import METHODS, RefineConfig, RefineConfigError
+from .config import K_EFF_CHOICES, METHODS, NORMS, OPTIMIZERS, PROJECTIONS, RefineConfig, RefineConfigError
 from .results import save_result
 from .trajectory import DEFAULT_SCORE_STEPS, check_scorable, refine
 
 _TYPES = {"int": int, "float": float, "str": str}
+# shown in --help; validated (with the same lists in the message) by RefineConfig
+_CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "norm": NORMS, "k_eff": K_EFF_CHOICES, "projection": PROJECTIONS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         if str(f.type) == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
         else:
-            extra = f"; one of {', '.join(METHODS)}" if f.name == "method" else ""
+            extra = f"; one of {', '.join(_CHOICES[f.name])}" if f.name in _CHOICES else ""
             p.add_argument(flag, type=_TYPES[str(f.type)], default=None, metavar=f.name.upper(),
                            help=f"default {f.default}{extra}")
     p.add_argument("--out", required=True, type=Path, help="output folder (refused if non-empty, see --overwrite)")
