@@ -111,14 +111,19 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
         """Build from a mapping; unknown keys are an error listing the valid ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(unknown)}; valid keys: {', '.join(names)}")
-        return cls(**dict(values))
+        return cls(**known_fields(cls, values, what="config", error=ConfigError))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def known_fields(cls: type, values: Mapping[str, Any], *, what: str, error: type[Exception]) -> dict[str, Any]:
+    """``values`` as keyword arguments for dataclass ``cls``; unknown keys raise ``error`` listing the valid ones."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise error(f"unknown {what} keys: {', '.join(unknown)}; valid keys: {', '.join(names)}")
+    return dict(values)
 
 
 def _finite(v: Any) -> bool:

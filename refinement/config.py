@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from gan_models.config import known_fields
+
 # name -> what the refiner moves and what its transport cost compares (documentation + validation;
 # the step rules live in refinement.dot / refinement.ddls).
 METHODS: dict[str, str] = {
@@ -105,11 +107,7 @@ class RefineConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RefineConfig":
         """Build from a mapping; unknown keys are an error listing the valid ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise RefineConfigError(f"unknown refine config keys: {', '.join(unknown)}; valid keys: {', '.join(names)}")
-        return cls(**dict(values))
+        return cls(**known_fields(cls, values, what="refine config", error=RefineConfigError))
 
     def replace(self, **changes: Any) -> "RefineConfig":
         return RefineConfig.from_dict({**self.to_dict(), **changes})

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Protocol
 import torch
 
 from gan_models import DivergenceError, load_images, save_checkpoint, train_gan
+from gan_models.config import known_fields
 from gan_models.images import save_grid
 
 from .budgets import Budget, get_budget
@@ -59,11 +60,7 @@ class TrialContext:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrialContext":
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"unknown trial context keys: {', '.join(unknown)}; valid keys: {', '.join(names)}")
-        return cls(**dict(values))
+        return cls(**known_fields(cls, values, what="trial context", error=ValueError))
 
     @property
     def study_run(self) -> StudyRun:
