@@ -9,7 +9,7 @@ Writes JSON with, per run, the generator steps spent (sum over trials of the ste
 the wall time and the best final FID, and the ratios. Goal: the pruned run spends at most 50% of the
 unpruned run's steps, with a best FID within 10% of it.
 
-    python benchmarks/pruning_gain.py --budget small --trials 16 --out pruning_gain.json
+    python -m benchmarks.pruning_gain --budget small --trials 16 --out pruning_gain.json
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Writes JSON: wall seconds of the direct run, of ``Tuner.fit()`` alone and with `
 overhead of each (goal: fit at most 10% slower than direct), and the two final FIDs (equal on CPU:
 the trial is deterministic from its seed).
 
-    python benchmarks/tune_overhead.py --budget small --out tune_overhead.json
+    python -m benchmarks.tune_overhead --budget small --out tune_overhead.json
 """
 
 from __future__ import annotations
