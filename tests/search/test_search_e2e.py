@@ -161,7 +161,11 @@ def test_dot_latent_study_on_a_real_mlflow_server(dot_latent_study):
 
 @pytest.fixture(scope="module")
 def pareto_study(tmp_path_factory, search_env):
-    return _study(tmp_path_factory.mktemp("pareto-study"), search_env, "pareto", ["--max-concurrent", "2"])
+    # Ray's results go to a URI, as on a cluster (s3://...): the same pyarrow filesystem path, on disk
+    tmp = tmp_path_factory.mktemp("pareto-study")
+    shared = tmp / "shared-storage"
+    s = _study(tmp, search_env, "pareto", ["--max-concurrent", "2", "--storage-path", shared.as_uri()])
+    return {**s, "ray": shared}
 
 
 def test_pareto_study_front(pareto_study):
@@ -179,3 +183,20 @@ def test_pareto_study_front(pareto_study):
     front = pd.read_parquet(pareto_study["report"] / "pareto_front.parquet")
     assert sorted(front["number"]) == sorted(t.number for t in study.best_trials)
     assert (pareto_study["report"] / "pareto_front_optuna.png").is_file()
+
+
+def test_ray_results_and_checkpoints_go_to_a_storage_uri(pareto_study):
+    trial_dirs = sorted((pareto_study["ray"] / "pareto-session001").glob("trial_*"))
+    assert len(trial_dirs) == 4
+    finals = 0
+    for trial_dir in trial_dirs:
+        results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        if results[-1]["phase"] != "final":
+            continue
+        finals += 1
+        # num_to_keep=1: the last intermediate report's checkpoint, G and D state plus its step
+        (checkpoint,) = trial_dir.glob("checkpoint_*")
+        assert (checkpoint / "checkpoint.pt").is_file()
+        assert json.loads((checkpoint / "meta.json").read_text())["step"] == SMOKE.steps
+    assert finals >= 1
+    assert not (pareto_study["root"] / "runs" / "ray").exists()  # nothing went to the local default
