@@ -54,9 +54,11 @@ def machine() -> dict:
     }
 
 
-def write_json(result: dict, out: str | os.PathLike | None) -> None:
-    text = json.dumps(result, indent=2)
-    print(text)
+def write_json(result: dict, out: str | os.PathLike | None, *, echo: bool = True) -> None:
+    """Write ``result`` to ``out`` (parents created); ``echo`` prints it too."""
+    text = json.dumps(result, indent=2, default=str)
+    if echo:
+        print(text)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n")

@@ -28,10 +28,11 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.common import machine, write_json
 
 GOAL_STEPS_RATIO = 0.5
 GOAL_FID_RATIO = 1.1
@@ -41,6 +42,10 @@ def _study_name(label: str) -> str:
     return f"pruning-gain-{label}"
 
 
+def _storage(runs_dir: Path) -> str:
+    return f"sqlite:///{runs_dir / 'optuna.db'}"
+
+
 def _run(label: str, pruner: str, args, runs_dir: Path) -> dict:
     import optuna
     from optuna.trial import TrialState
@@ -48,7 +53,7 @@ def _run(label: str, pruner: str, args, runs_dir: Path) -> dict:
     from search.run import SearchOptions, run_study
 
     name = _study_name(label)
-    storage = f"sqlite:///{runs_dir / 'optuna.db'}"
+    storage = _storage(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     existing = name in optuna.get_all_study_names(storage)
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -62,7 +67,7 @@ def _run(label: str, pruner: str, args, runs_dir: Path) -> dict:
                              pruner=None if existing else pruner, seed=None if existing else args.seed,
                              study_file=args.study_file, cpus_per_trial=args.cpus_per_trial,
                              max_concurrent=args.max_concurrent, num_cpus=args.num_cpus, data_root=args.data_root,
-                             runs_dir=str(runs_dir), resume=existing, verbose=0)
+                             runs_dir=str(runs_dir), storage=storage, resume=existing, verbose=0)
         run_study(opts, log=lambda msg: print(f"[{label}] {msg}", file=sys.stderr))
 
     study = optuna.load_study(study_name=name, storage=storage)
@@ -173,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     pruners = [name.strip() for name in args.pruner.split(",") if name.strip()]
     valid = [name for name in PRUNERS if name != "none"]
     bad = [name for name in pruners if name not in valid]
+    if "none" in pruners:
+        raise SystemExit(f"error: --pruner none leaves nothing to compare (the unpruned run is always made); "
+                         f"valid choices: {', '.join(valid)}")
     if not pruners or bad:
         raise SystemExit(f"error: unknown pruner {', '.join(bad) or '(none given)'!r}; "
                          f"valid choices: {', '.join(valid)}")
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     import optuna
 
-    full_study = optuna.load_study(study_name=full["study"], storage=f"sqlite:///{runs_dir / 'optuna.db'}")
+    full_study = optuna.load_study(study_name=full["study"], storage=_storage(runs_dir))
     slots = args.max_concurrent or max(1, int((args.num_cpus or os.cpu_count() or 1) // args.cpus_per_trial))
     replays = {pruner: replay(full_study, pruner, slots=slots) for pruner in valid}
     out = {
@@ -214,10 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         "replay_of_unpruned": {"slots": slots, **replays},
         "goals": {"steps_ratio_max": GOAL_STEPS_RATIO, "best_fid_ratio_max": GOAL_FID_RATIO},
         "runs_dir": str(runs_dir),
-        "host": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "machine": machine(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
+    write_json(out, args.out, echo=False)
     print(json.dumps({"measured": comparisons,
                       "replayed": {k: {m: v[m] for m in ("steps_ratio", "best_fid_ratio")} for k, v in replays.items()}},
                      indent=2))

@@ -18,20 +18,17 @@ with a loop of 2048x2048 matmuls.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from gan_models import NetworkConfig, build_discriminator, build_generator, sample_latent
 from refinement import RefineConfig, make_refiner, refine
 from refinement.projection import exact_projection
 
-from benchmarks.common import matmul_rate
+from benchmarks.common import count_flops, machine, matmul_rate, write_json
 
 
 def reference_latent_dot(g, d, config: RefineConfig, z_y: torch.Tensor, k_eff: float) -> torch.Tensor:
@@ -57,10 +54,7 @@ def step_flops(g, d, config: RefineConfig, k_eff: float, batch: int, latent_dim:
     """Matmul FLOPs of one refinement step on one batch of ``batch`` samples."""
     refiner = make_refiner(config, g, d, latent_prior="normal", k_eff=k_eff)
     state = refiner.start(torch.randn(batch, latent_dim))
-    counter = FlopCounterMode(display=False)
-    with counter:
-        refiner.step(state, 1)
-    return counter.get_total_flops()
+    return count_flops(lambda: refiner.step(state, 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "n": args.n,
         "steps": args.steps,
         "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        "machine": machine(),
         "batched": {
             "seconds_total": batched_total,
             "seconds_steps": batched_steps,
@@ -140,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             "goal_share": 0.5,
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_json(report, args.out)
     return 0
 
 
