@@ -254,36 +254,68 @@ class Evaluator:
         return self._real[space]
 
     # -- scoring -------------------------------------------------------------------------------
-    def score(self, samples: Tensor) -> dict[str, float | int | str]:
-        """Score generated samples (float [N, 1, 28, 28] in [-1, 1]); see the module docstring for keys."""
+    def score(self, samples: Tensor, *, metrics: str | Iterable[str] | None = None) -> dict[str, float | int | str]:
+        """Score generated samples (float [N, 1, 28, 28] in [-1, 1]); see the module docstring for keys.
+
+        ``metrics`` restricts this call to some of the evaluator's groups (e.g. ``("fid",)`` for a
+        cheap intermediate score) without a second evaluator or a second set of real statistics."""
+        groups = self._groups(metrics)
         x = check_samples(samples)
         n = x.shape[0]
-        if "prdc" in self.metrics and n <= K_DENSITY_COVERAGE:
+        if "prdc" in groups and n <= K_DENSITY_COVERAGE:
             raise ValueError(f"precision/recall/density/coverage need more than {K_DENSITY_COVERAGE} samples, got {n}")
-        if "fid" in self.metrics and n < 2:
+        if "fid" in groups and n < 2:
             raise ValueError(f"FID needs at least 2 samples, got {n}")
         self.prepare()
-        feats, logits = self.extract(x)
-        return self.score_features(feats, logits)
+        spaces = self.spaces if {"fid", "prdc"} & set(groups) else ()
+        feats, logits = self.extract(x, spaces, logits="class" in groups)
+        return self.score_features(feats, logits, metrics=groups)
 
-    def score_features(self, features: dict[str, Tensor], logits: Tensor | None) -> dict[str, float | int | str]:
+    def _groups(self, metrics: str | Iterable[str] | None) -> tuple[str, ...]:
+        if metrics is None:
+            return self.metrics
+        groups = _metric_names(metrics)
+        extra = [g for g in groups if g not in self.metrics]
+        if extra:
+            raise ValueError(f"metric group(s) {', '.join(extra)} not prepared by this evaluator; "
+                             f"valid choices: {', '.join(self.metrics)}")
+        return groups
+
+    def to(self, device: str | torch.device) -> "Evaluator":
+        """Move the networks and the prepared real statistics to ``device`` (in place; returns self)."""
+        self.device = check_device(device)
+        self.classifier = self.classifier.to(self.device)
+        if self.vgg16 is not None:
+            self.vgg16 = self.vgg16.to(self.device)
+        for stats in self._real.values():
+            stats.features, stats.radii = stats.features.to(self.device), stats.radii.to(self.device)
+        return self
+
+    @property
+    def prepared(self) -> bool:
+        """True when scoring needs no disk and no data: every real statistic is in memory."""
+        return all(s in self._real for s in self.spaces) and ("class" not in self.metrics or self._real_hist is not None)
+
+    def score_features(self, features: dict[str, Tensor], logits: Tensor | None, *,
+                       metrics: str | Iterable[str] | None = None) -> dict[str, float | int | str]:
         """The metrics from already extracted generated features (as ``extract`` returns them)."""
+        groups = self._groups(metrics)
         self.prepare()
         out: dict[str, float | int | str] = {}
         n_fake = None
-        for i, s in enumerate(self.spaces):
+        for i, s in enumerate(self.spaces if {"fid", "prdc"} & set(groups) else ()):
             prefix = "" if i == 0 else f"{s}/"
             real, fake = self._real[s], features[s]
             n_fake = fake.shape[0]
-            if "fid" in self.metrics:
+            if "fid" in groups:
                 mu, sigma = gaussian_stats(fake)
                 out[prefix + "fid"] = frechet_distance(real.mu.numpy(), real.sigma.numpy(), mu, sigma,
                                                        sqrt_sigma1=real.sqrt_sigma.numpy())
-            if "prdc" in self.metrics:
+            if "prdc" in groups:
                 values = prdc(real.features, fake.to(real.features.dtype), real_radii=real.radii,
                               max_block_elements=self.max_block_elements)
                 out.update({prefix + k: values[k] for k in PRDC_KEYS})
-        if "class" in self.metrics:
+        if "class" in groups:
             if logits is None:
                 raise ValueError("class metrics need the evaluator's logits; extract them with logits=True")
             out.update(class_metrics(class_histogram(logits, NUM_CLASSES), self._real_hist))

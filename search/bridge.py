@@ -30,12 +30,14 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from .budgets import get_budget
+from .messages import FailedReport, FinalReport, TrainReport, parse_result
 from .samplers import make_pruner, make_sampler
 from .space import Narrowing
 from .studies import get_study
 from .tracking import StudyRun, end_trial_run, find_trial_run
 
 RUNTIME = ("_study", "live", "pruned", "fail_reasons", "last_step", "run_ids", "asked")
+INT_ATTRS = ("best_step", "n_final")  # whole numbers among a FinalReport's metrics
 
 
 @dataclass
@@ -53,7 +55,6 @@ class StudyLink:
     n_trials: int  # the study's total, for the sampler's start-up sizes
     n_to_run: int  # trials this session asks for
     study_run: StudyRun
-    context: Mapping[str, Any]
     _study: optuna.Study | None = field(default=None, repr=False)
     live: dict[str, optuna.Trial] = field(default_factory=dict, repr=False)  # Ray trial id -> Optuna trial
     pruned: dict[str, int] = field(default_factory=dict, repr=False)  # Ray trial id -> step
@@ -85,11 +86,14 @@ class StudyLink:
     def definition(self):
         return get_study(self.study)
 
-    def note(self, ray_trial_id: str, result: Mapping[str, Any]) -> None:
-        if "mlflow_run_id" in result:
-            self.run_ids[ray_trial_id] = str(result["mlflow_run_id"])
-        if result.get("phase") == "train" and "step" in result:
-            self.last_step[ray_trial_id] = int(result["step"])
+    def note(self, ray_trial_id: str, result: Mapping[str, Any] | None):
+        """Remember what a report tells about its trial; returns the parsed report (or None)."""
+        report = parse_result(result)
+        if report is not None and report.mlflow_run_id:
+            self.run_ids[ray_trial_id] = report.mlflow_run_id
+        if isinstance(report, TrainReport):
+            self.last_step[ray_trial_id] = report.step
+        return report
 
     def close_run(self, ray_trial_id: str, trial: optuna.Trial, state: str, tags: Mapping[str, Any]) -> None:
         """End the trial's MLflow run with the state Optuna recorded. A tracking hiccup here must not
@@ -134,31 +138,30 @@ class OptunaSearcher(Searcher):
         trial = link.live.pop(trial_id, None)
         if trial is None:
             return
-        result = result or {}
-        link.note(trial_id, result)
+        report = link.note(trial_id, result)
         if trial_id in link.pruned:  # told PRUNED by the scheduler already
             link.close_run(trial_id, trial, "PRUNED", {"pruned_at_step": link.pruned[trial_id]})
             return
-        trial.set_user_attr("train_steps", int(result.get("train_steps", link.last_step.get(trial_id, 0))))
+        steps = report.train_steps if isinstance(report, FinalReport) else link.last_step.get(trial_id, 0)
+        trial.set_user_attr("train_steps", int(steps))
         if error:
             reason = link.fail_reasons.get(trial_id, "the Ray trial raised an error (see its error.txt)")
             self._fail(trial, reason, trial_id)
             return
-        if result.get("phase") == "failed":
-            self._fail(trial, str(result.get("fail_reason", "failed")), trial_id)
+        if isinstance(report, FailedReport):
+            self._fail(trial, report.fail_reason, trial_id)
             return
-        if result.get("phase") != "final":
+        if not isinstance(report, FinalReport):
             self._fail(trial, "trial ended without final metrics", trial_id)
             return
-        values = [float(result[k]) for k in link.definition.objectives]
+        values = [float(report.metrics[k]) for k in link.definition.objectives]
         if not all(math.isfinite(v) for v in values):
             self._fail(trial, f"objective is not finite: {values}", trial_id)
             return
-        for key in ("fid", "precision", "recall", "density", "coverage", "class_coverage", "class_kl",
-                    "fid_before", "precision_before", "recall_before", "best_step", "k_eff", "n_final",
-                    "evaluator_sha256", "mlflow_run_id", "resumed_from_step"):
-            if key in result:
-                trial.set_user_attr(key, result[key])
+        for key, value in report.metrics.items():
+            trial.set_user_attr(key, int(value) if key in INT_ATTRS else value)
+        for key in ("evaluator_sha256", "mlflow_run_id", "resumed_from_step"):
+            trial.set_user_attr(key, getattr(report, key))
         link.optuna_study.tell(trial, values if len(values) > 1 else values[0])
         link.close_run(trial_id, trial, "COMPLETE", {})
 
@@ -191,12 +194,12 @@ class OptunaPruningScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         link = self.link
-        link.note(trial.trial_id, result)
+        report = link.note(trial.trial_id, result)
         ot_trial = link.live.get(trial.trial_id)
-        if ot_trial is None or result.get("phase") != "train" or not link.definition.prunable:
+        if ot_trial is None or not isinstance(report, TrainReport) or not link.definition.prunable:
             return TrialScheduler.CONTINUE
-        step = int(result["step"])
-        ot_trial.report(float(result["fid_intermediate"]), step)
+        step = report.step
+        ot_trial.report(report.fid_intermediate, step)
         if not ot_trial.should_prune():
             return TrialScheduler.CONTINUE
         ot_trial.set_user_attr("pruned_at_step", step)

@@ -68,12 +68,13 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
                                 f"or pass another --tracking-uri") from None
         if resp.status_code != 200:
             raise TrackingError(f"MLflow tracking server {uri} answered /health with HTTP {resp.status_code}")
-    elif is_local_sqlite(uri):
-        folder = sqlite_path(uri).parent
+    elif is_local_sqlite(uri):  # created with the study, once every check has passed
+        from .preflight import PreflightError, check_writable_folder
+
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(f"cannot create the MLflow store folder {folder}: {exc.strerror}") from None
+            check_writable_folder(sqlite_path(uri).parent, "the MLflow store folder")
+        except PreflightError as exc:
+            raise TrackingError(str(exc)) from None
     elif scheme in ("", "file"):
         raise TrackingError(f"tracking URI {uri!r}: use sqlite:///PATH.db or http://HOST:PORT (MLflow's file "
                             f"store cannot hold the study's nested runs reliably across processes)")

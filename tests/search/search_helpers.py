@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 PY = sys.executable
@@ -73,3 +74,15 @@ def artifact_paths(uri: str, run_id: str, path: str = "") -> list[str]:
     for f in c.list_artifacts(run_id, path):
         out.extend(artifact_paths(uri, run_id, f.path) if f.is_dir else [f.path])
     return out
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600):
+    """Poll ``predicate`` until it returns something truthy, while the driver ``proc`` still runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        assert proc.poll() is None, f"driver exited early with {proc.returncode}"
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting")

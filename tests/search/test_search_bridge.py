@@ -14,6 +14,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from search.bridge import OptunaPruningScheduler, OptunaSearcher, StudyLink
+from search.messages import FailedReport, FinalReport, Phase, TrainReport, final_metric_names, parse_result
 from search.studies import get_study
 from search.tracking import TrialRun, open_study_run, trial_runs
 
@@ -30,7 +31,7 @@ def _link(tmp_path, uri: str, study: str, pruner: str, n: int) -> StudyLink:
     optuna.create_study(study_name="bridge", storage=storage, directions=list(get_study(study).directions))
     sr = open_study_run(uri, f"bridge-{tmp_path.name}", resume=False, tags={})
     return StudyLink(storage=storage, study_name="bridge", study=study, narrowing={}, sampler="random", pruner=pruner,
-                     seed=0, budget="smoke", n_trials=n, n_to_run=n, study_run=sr, context={})
+                     seed=0, budget="smoke", n_trials=n, n_to_run=n, study_run=sr)
 
 
 def _start(searcher: OptunaSearcher, link: StudyLink) -> tuple[Trial, dict, str]:
@@ -41,9 +42,33 @@ def _start(searcher: OptunaSearcher, link: StudyLink) -> tuple[Trial, dict, str]
     return trial, config, run.run_id
 
 
+def _ids(trial_number: int, run_id: str) -> dict:
+    return {"optuna_trial": trial_number, "mlflow_run_id": run_id, "resumed_from_step": 0}
+
+
 def _train(trial_number: int, run_id: str, step: int, fid: float) -> dict:
-    return {"phase": "train", "step": step, "fid_intermediate": fid, "optuna_trial": trial_number,
-            "mlflow_run_id": run_id}
+    return TrainReport(**_ids(trial_number, run_id), step=step, fid_intermediate=fid, loss_d=0.5,
+                       loss_g=0.7).to_result()
+
+
+def _final(trial_number: int, run_id: str, **metrics: float) -> dict:
+    return FinalReport(**_ids(trial_number, run_id), train_steps=100, metrics=metrics, evaluator="mnist-lenet-seed0",
+                       evaluator_sha256="0" * 64).to_result()
+
+
+def test_messages_round_trip_through_rays_flat_dicts():
+    train = TrainReport(**_ids(3, "r"), step=25, fid_intermediate=12.5, loss_d=0.5, loss_g=0.7)
+    assert train.to_result() == {"phase": "train", "optuna_trial": 3, "mlflow_run_id": "r", "resumed_from_step": 0,
+                                 "step": 25, "fid_intermediate": 12.5, "loss_d": 0.5, "loss_g": 0.7}
+    final = FinalReport(**_ids(3, "r"), train_steps=100, metrics={"fid": 9.0, "best_step": 2.0},
+                        evaluator="e", evaluator_sha256="s")
+    flat = final.to_result()
+    assert flat["phase"] == Phase.FINAL.value and flat["fid"] == 9.0 and "metrics" not in flat
+    assert parse_result({**flat, "time_total_s": 4.0, "training_iteration": 5}) == final  # Ray's own keys ignored
+    failed = FailedReport(**_ids(3, "r"), step=40, fail_reason="DataNotFoundError: mnist data not found")
+    assert parse_result(failed.to_result()) == failed and parse_result(train.to_result()) == train
+    assert parse_result({"time_total_s": 1.0}) is None and parse_result(None) is None
+    assert final_metric_names()[:3] == ("fid", "precision", "recall")
 
 
 def test_complete_pruned_failed_and_errored_trials(tmp_path, uri):
@@ -55,8 +80,8 @@ def test_complete_pruned_failed_and_errored_trials(tmp_path, uri):
     assert c0["optuna_trial"] == 0 and set(c0["params"]) >= {"architecture", "loss", "lr_g"}
     for step, fid in ((25, 300.0), (50, 200.0), (75, 150.0), (100, 120.0)):
         assert scheduler.on_trial_result(None, t0, _train(0, run0, step, fid)) == TrialScheduler.CONTINUE
-    final = {"phase": "final", "fid": 110.0, "precision": 0.7, "recall": 0.4, "fid_before": 110.0, "best_step": 0,
-             "k_eff": float("nan"), "train_steps": 100, "mlflow_run_id": run0}
+    final = _final(0, run0, fid=110.0, precision=0.7, recall=0.4, fid_before=110.0, best_step=0.0,
+                   k_eff=float("nan"))
     searcher.on_trial_complete(t0.trial_id, final)
 
     # 2. a worse curve -> the pruner stops it: PRUNED in Optuna, STOP to Ray, nothing told twice
@@ -67,7 +92,7 @@ def test_complete_pruned_failed_and_errored_trials(tmp_path, uri):
     # 3. a diverged trial -> FAIL with its reason; 4. a Ray error -> FAIL, the study goes on
     t2, c2, run2 = _start(searcher, link)
     reason = "training diverged at step 40: generator loss is nan"
-    searcher.on_trial_complete(t2.trial_id, {"phase": "failed", "fail_reason": reason, "mlflow_run_id": run2})
+    searcher.on_trial_complete(t2.trial_id, FailedReport(**_ids(2, run2), step=40, fail_reason=reason).to_result())
     t3, c3, run3 = _start(searcher, link)
     scheduler.on_trial_error(None, t3)
     searcher.on_trial_complete(t3.trial_id, None, error=True)
@@ -77,6 +102,7 @@ def test_complete_pruned_failed_and_errored_trials(tmp_path, uri):
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
     assert trials[0].value == 110.0 and trials[0].intermediate_values == {25: 300.0, 50: 200.0, 75: 150.0, 100: 120.0}
     assert trials[0].user_attrs["precision"] == 0.7 and trials[0].user_attrs["train_steps"] == 100
+    assert trials[0].user_attrs["best_step"] == 0 and isinstance(trials[0].user_attrs["best_step"], int)
     assert trials[1].user_attrs["pruned_at_step"] == 25 and trials[1].user_attrs["train_steps"] == 25
     assert trials[1].params == c1["params"]
     assert trials[2].user_attrs["fail_reason"] == reason
@@ -93,8 +119,7 @@ def test_multi_objective_reports_nothing_to_a_pruner_and_tells_both_values(tmp_p
     t, c, run = _start(searcher, link)
     assert c["params"]["refine_method"] in ("latent", "latent-image")
     assert scheduler.on_trial_result(None, t, _train(0, run, 25, 900.0)) == TrialScheduler.CONTINUE
-    searcher.on_trial_complete(t.trial_id, {"phase": "final", "fid": 50.0, "precision": 0.8, "recall": 0.3,
-                                            "train_steps": 100, "mlflow_run_id": run})
+    searcher.on_trial_complete(t.trial_id, _final(0, run, fid=50.0, precision=0.8, recall=0.3))
     (trial,) = optuna.load_study(study_name="bridge", storage=link.storage).trials
     assert trial.values == [0.8, 0.3] and trial.intermediate_values == {}
 

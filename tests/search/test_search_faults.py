@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from search_helpers import PY, SMOKE_SPACE, mlflow_runs, optuna_trials, run_cli, write
+from search_helpers import PY, SMOKE_SPACE, mlflow_runs, optuna_trials, run_cli, wait_for, write
 
 pytestmark = pytest.mark.slow
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -31,17 +31,6 @@ def _reap(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        assert proc.poll() is None, f"driver exited early with {proc.returncode}"
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting")
 
 
 def _snapshot(storage: str, name: str):
@@ -73,7 +62,7 @@ def test_ctrl_c_and_sigkill_then_resume_lose_and_rerun_nothing(tmp_path, search_
     proc = _start(["--study", "gan", "--budget", "smoke", "--trials", "4", "--study-file", str(space), "--seed", "0",
                    "--pruner", "none", *common], tmp_path, search_env)
     try:
-        keep(_wait_for(lambda: _complete_and_running(storage, "gan", 1), proc))
+        keep(wait_for(lambda: _complete_and_running(storage, "gan", 1), proc))
         proc.send_signal(signal.SIGINT)
         assert proc.wait(300) == 130
     finally:
@@ -88,7 +77,7 @@ def test_ctrl_c_and_sigkill_then_resume_lose_and_rerun_nothing(tmp_path, search_
     # 2. --resume, then SIGKILL once one more trial has completed: nothing gets settled this time
     proc = _start(["--name", "gan", "--resume", *common], tmp_path, search_env)
     try:
-        keep(_wait_for(lambda: _complete_and_running(storage, "gan", 2), proc))
+        keep(wait_for(lambda: _complete_and_running(storage, "gan", 2), proc))
         proc.send_signal(signal.SIGKILL)
         proc.wait(60)
     finally:
@@ -146,7 +135,7 @@ def test_dead_worker_is_retried_from_its_last_checkpoint(tmp_path, search_env):
         return None
 
     try:
-        first = _wait_for(first_report, proc)
+        first = wait_for(first_report, proc)
         os.kill(int(first["pid"]), signal.SIGKILL)  # the trial's worker process, not the driver
         assert proc.wait(900) == 0
     finally:

@@ -1,0 +1,223 @@
+"""Checks before the first trial: a failure here costs seconds; the same failure inside every trial
+costs the whole study. Each raises ``PreflightError`` with one line naming the problem and the fix.
+
+Where the study runs decides what is acceptable:
+
+- **this machine** (no ``--address``): Ray is started here, every worker shares this disk, so the
+  default stores (SQLite files and a local folder under ``runs/``) are fine;
+- **a cluster** (``--address``): its nodes share no disk, so every place a trial writes must be
+  one that every node reaches: checkpoints in ``s3://``, ``gs://`` or ``file://`` storage (``file://``
+  is the user's word that the folder is shared, e.g. NFS), MLflow behind an ``http(s)://`` server
+  that proxies artifacts, so workers need no bucket credentials. Both are then tried *from a
+  worker node* by a tiny Ray task: a marker written and read back, the server's ``/health``.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+SHARED_STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs", "abfs", "abfss")
+PROBE_TIMEOUT_S = 120.0
+
+
+class PreflightError(RuntimeError):
+    """One line: what cannot work, and what to do instead."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where trials run: this machine only, or a cluster whose nodes share no disk."""
+
+    cluster: bool
+    address: str | None
+
+    @property
+    def where(self) -> str:
+        return f"the Ray cluster at {self.address}" if self.cluster else "this machine"
+
+
+# --- pure checks: nothing running, nothing written ------------------------------------------------
+
+
+def nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable_folder(path: Path, what: str) -> None:
+    """``path`` is (or can be created as) a folder we may write into; creates nothing."""
+    if path.exists() and not path.is_dir():
+        raise PreflightError(f"{what} {path} is an existing file, not a folder; pass another folder")
+    base = nearest_existing(path)
+    if not base.is_dir():
+        raise PreflightError(f"{what} {path} cannot be created: {base} is a file")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise PreflightError(f"{what} {path} is not writable (no write permission on {base})")
+
+
+def check_storage_path(storage_path: str, placement: Placement) -> None:
+    """Ray's checkpoint storage must be reachable from every node that can run a trial."""
+    scheme = urllib.parse.urlparse(storage_path).scheme
+    if "://" in storage_path and scheme not in SHARED_STORAGE_SCHEMES:
+        raise PreflightError(f"--storage-path {storage_path}: unsupported scheme {scheme!r}; valid choices: "
+                             f"a folder, {', '.join(s + '://' for s in SHARED_STORAGE_SCHEMES)}")
+    if placement.cluster and "://" not in storage_path:
+        raise PreflightError(
+            f"--storage-path {storage_path} is a folder on this node only, and {placement.where} shares no disk "
+            f"between nodes: pass s3://BUCKET/PATH, gs://BUCKET/PATH, or file:///PATH for a filesystem mounted "
+            f"at the same path on every node (NFS)")
+    if "://" not in storage_path:
+        check_writable_folder(Path(storage_path), "--storage-path")
+
+
+def check_tracking_placement(tracking_uri: str, placement: Placement) -> None:
+    """Trials log to MLflow from their own node: on a cluster only a server reaches every node."""
+    scheme = urllib.parse.urlparse(tracking_uri).scheme
+    if placement.cluster and scheme not in ("http", "https"):
+        raise PreflightError(
+            f"--tracking-uri {tracking_uri} is reachable from this node only, and trials on {placement.where} log "
+            f"from their own nodes: start `mlflow server --host HOST --port 5000 --artifacts-destination "
+            f"s3://BUCKET/mlflow` where every node reaches it and pass --tracking-uri http://HOST:5000")
+
+
+def check_server_artifacts(tracking_uri: str, placement: Placement) -> None:
+    """On a cluster, a server that hands clients a local artifact path makes each worker write to
+    its own disk; the server must proxy artifacts (``mlflow-artifacts:``) or use a bucket."""
+    if not placement.cluster:
+        return
+    from .tracking import client
+
+    default = client(tracking_uri).get_experiment("0")
+    location = default.artifact_location if default is not None else ""
+    scheme = urllib.parse.urlparse(location).scheme
+    if scheme in ("", "file"):
+        raise PreflightError(
+            f"MLflow server {tracking_uri} stores artifacts at {location}, a path each worker would write on its "
+            f"own disk: restart it with --artifacts-destination s3://BUCKET/mlflow (it then proxies artifacts, "
+            f"so workers need no bucket credentials)")
+
+
+# --- checks that need Ray -------------------------------------------------------------------------
+
+
+def obtainable_resources() -> dict[str, float] | None:
+    """The most of each resource the cluster's autoscaler can launch (from the cluster config it
+    publishes to the GCS); None when no autoscaler publishes one (a fixed cluster)."""
+    try:
+        from ray._private.state import state
+
+        found = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - an older GCS or no autoscaler: nothing obtainable beyond what is up
+        return None
+    return {k: float(v) for k, v in found.items()} if found else None
+
+
+def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, placement: Placement) -> str | None:
+    """The per-trial request fits a node that exists now or that the autoscaler can add.
+    Returns a note for the log when the study relies on the autoscaler."""
+    import ray
+
+    now = ray.cluster_resources()
+    gpus, cpus = float(now.get("GPU", 0.0)), float(now.get("CPU", 0.0))
+    if gpus_per_trial <= gpus and cpus_per_trial <= cpus:
+        return None
+    later = obtainable_resources() if placement.cluster else None
+    if later is not None and gpus_per_trial <= later.get("GPU", 0.0) and cpus_per_trial <= later.get("CPU", 0.0):
+        return (f"the cluster has {gpus:g} GPUs and {cpus:g} CPUs now; its autoscaler can add up to "
+                f"{later.get('GPU', 0.0):g} GPUs, so trials wait for nodes to start")
+    if gpus_per_trial > gpus:
+        more = f", nor can its autoscaler add them (at most {later.get('GPU', 0.0):g})" if later is not None else ""
+        raise PreflightError(
+            f"--gpus-per-trial {gpus_per_trial:g} asks for more GPUs than {placement.where} has ({gpus:g}){more}; "
+            f"lower it (fractions like 0.5 share a GPU), add GPU nodes, or use --gpus-per-trial 0")
+    raise PreflightError(f"--cpus-per-trial {cpus_per_trial:g} asks for more CPUs than {placement.where} has "
+                         f"({cpus:g}); lower it")
+
+
+def trial_nodes(cpus_per_trial: float, gpus_per_trial: float) -> list[dict]:
+    """The alive nodes whose resources can hold one trial."""
+    import ray
+
+    out = []
+    for node in ray.nodes():
+        res = node.get("Resources", {})
+        if node.get("Alive") and res.get("CPU", 0.0) >= cpus_per_trial and res.get("GPU", 0.0) >= gpus_per_trial:
+            out.append(node)
+    return out
+
+
+def probe_here(storage_path: str, tracking_uri: str) -> str | None:
+    """Write, read back and delete a marker in the checkpoint storage; ask the tracking server for
+    /health. Returns None, or one line saying what failed. Runs on whichever node calls it."""
+    import pyarrow.fs as pafs
+
+    marker_name = f".preflight-{uuid.uuid4().hex}"
+    try:
+        if "://" in storage_path:
+            fs, root = pafs.FileSystem.from_uri(storage_path)
+        else:
+            fs, root = pafs.LocalFileSystem(), str(Path(storage_path).resolve())
+        fs.create_dir(root, recursive=True)
+        marker = f"{root.rstrip('/')}/{marker_name}"
+        with fs.open_output_stream(marker) as f:
+            f.write(b"search.preflight")
+        with fs.open_input_stream(marker) as f:
+            ok = f.read() == b"search.preflight"
+        fs.delete_file(marker)
+        if not ok:
+            return f"checkpoint storage {storage_path} returned other bytes than were written"
+    except Exception as exc:  # noqa: BLE001 - any filesystem error is the answer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"checkpoint storage {storage_path} is not writable: {first}"
+    if urllib.parse.urlparse(tracking_uri).scheme in ("http", "https"):
+        import requests
+
+        try:
+            status = requests.get(tracking_uri.rstrip("/") + "/health", timeout=10).status_code
+        except requests.RequestException as exc:
+            return f"MLflow server {tracking_uri} is unreachable ({type(exc).__name__})"
+        if status != 200:
+            return f"MLflow server {tracking_uri} answered /health with HTTP {status}"
+    return None
+
+
+def probe_nodes(storage_path: str, tracking_uri: str, *, cpus_per_trial: float, gpus_per_trial: float,
+                placement: Placement) -> str | None:
+    """Run ``probe_here`` on every node that can hold a trial (on a cluster), else here.
+    Raises PreflightError naming the first node that failed; returns a note for the log."""
+    if not placement.cluster:
+        problem = probe_here(storage_path, tracking_uri)
+        if problem:
+            raise PreflightError(problem)
+        return None
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = trial_nodes(cpus_per_trial, gpus_per_trial)
+    if not nodes:
+        problem = probe_here(storage_path, tracking_uri)
+        if problem:
+            raise PreflightError(f"from the driver's node: {problem}")
+        return "no node that can run a trial is up yet: storage and tracking were checked from the driver's node"
+    remote = ray.remote(num_cpus=0, max_retries=0)(probe_here)
+    refs = {node["NodeManagerAddress"] + " " + node["NodeID"][:8]: remote.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)).remote(
+        storage_path, tracking_uri) for node in nodes}
+    try:
+        answers = dict(zip(refs, ray.get(list(refs.values()), timeout=PROBE_TIMEOUT_S)))
+    except ray.exceptions.GetTimeoutError:
+        raise PreflightError(f"the storage/tracking probe on the worker nodes did not answer within "
+                             f"{PROBE_TIMEOUT_S:.0f} s") from None
+    except ray.exceptions.RayError as exc:
+        raise PreflightError(f"the storage/tracking probe failed on a worker node: "
+                             f"{str(exc).strip().splitlines()[-1]}") from None
+    for node, problem in answers.items():
+        if problem:
+            raise PreflightError(f"from node {node}: {problem}")
+    return None

@@ -1,0 +1,154 @@
+"""A loopback Ray cluster whose worker nodes cannot see the driver's files.
+
+The head starts with ``--num-cpus 0`` (no trial runs beside the driver). Each worker node is
+``ray start --address`` inside its own mount namespace (``unshare -m``) with an empty tmpfs over
+every folder it must not see: the driver's working folder, the data root and the evaluation
+cache. That is how a real cluster's nodes stand to the driver: the same installed package, no
+shared disk. Everything listens on 127.0.0.1; processes are stopped by process id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from search_helpers import free_port
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def can_isolate() -> str | None:
+    """None when this machine can run such nodes, else why not (the test's skip reason)."""
+    if shutil.which("unshare") is None:
+        return "unshare(1) is not installed"
+    if os.geteuid() != 0:
+        return "mount namespaces with tmpfs need root"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt && umount /mnt"],
+                           capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"unshare -m cannot mount here: {probe.stderr.strip()}"
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (read from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in parents.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass
+class Node:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def raylet(self) -> int | None:
+        return next((p for p in children(self.proc.pid) if "/raylet" in cmdline(p).split(" ")[0]), None)
+
+    def runs_a_trial(self) -> bool:
+        return any("ImplicitFunc" in cmdline(p) or "ray_trainable" in cmdline(p) for p in children(self.proc.pid))
+
+
+@dataclass
+class LoopbackCluster:
+    root: Path
+    hidden: list[Path]  # folders the worker nodes must not see
+    env: dict[str, str]
+    temp_dir: Path  # Ray's session folder: short, for its Unix sockets
+    port: int = field(default_factory=free_port)
+    nodes: list[Node] = field(default_factory=list)
+    head: Node | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start_head(self) -> Node:
+        """The head, in the foreground of its own session so that it is stopped by process id."""
+        log = self.root / "head.log"
+        proc = subprocess.Popen([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+                                 "--num-cpus", "0", "--num-gpus", "0", "--include-dashboard", "false",
+                                 "--temp-dir", str(self.temp_dir), "--disable-usage-stats", "--block"],
+                                env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.head = Node("head", proc, log)
+        return self.head
+
+    def add_node(self, name: str, cpus: int = 1) -> Node:
+        mounts = " && ".join(f"mount -t tmpfs none {shlex_quote(p)}" for p in self.hidden)
+        # nodes on one machine: every port its own, or the second node's agents cannot bind
+        ports = " ".join(f"--{flag} {free_port()}" for flag in (
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+            "runtime-env-agent-port", "node-manager-port", "object-manager-port"))
+        script = (f"mount --make-rprivate / && {mounts} && exec {RAY} start --address {self.address} "
+                  f"--node-ip-address 127.0.0.1 --num-cpus {cpus} --num-gpus 0 --temp-dir {self.temp_dir} {ports} "
+                  f"--block --disable-usage-stats")
+        log = self.root / f"{name}.log"
+        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], env=self.env, stdout=log.open("w"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        node = Node(name, proc, log)
+        self.nodes.append(node)
+        return node
+
+    def wait_for_cpus(self, n: float, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run([sys.executable, "-c", "import ray; ray.init(address='%s', logging_level='ERROR'); "
+                                  "print(ray.cluster_resources().get('CPU', 0))" % self.address],
+                                 env=self.env, capture_output=True, text=True, timeout=120)
+            if out.returncode == 0 and float(out.stdout.strip().splitlines()[-1]) >= n:
+                return
+            time.sleep(2)
+        raise RuntimeError(f"the cluster did not reach {n} CPUs; logs in {self.root}")
+
+    def stop(self) -> None:
+        """Workers first, then the head: SIGTERM to each process group, SIGKILL to what is left."""
+        for node in [*self.nodes, *([self.head] if self.head else [])]:
+            stop_node(node)
+
+
+def stop_node(node: Node, timeout: float = 30) -> None:
+    left = [node.proc.pid, *children(node.proc.pid)]
+    if node.proc.poll() is None:
+        os.killpg(node.proc.pid, signal.SIGTERM)
+        try:
+            node.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if node.proc.poll() is None:
+        node.proc.wait(timeout)
+
+
+def shlex_quote(p: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(p))

@@ -1,0 +1,72 @@
+"""One trial in process, no Ray: what it reports, what it logs, and that it reads no path.
+
+The payload is built once (data, prepared evaluator, embedders), then the data root and the
+evaluation cache are made unreadable to the trial by pointing both at folders that do not exist:
+a trial that opened either would fail. A bad configuration ends as a FailedReport with its reason,
+never an exception (an exception would make Ray retry a trial that cannot heal).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from search.budgets import BUDGETS
+from search.messages import FINAL_METRICS, FailedReport, FinalReport, TrainReport
+from search.payload import TrialContext, TrialPayload, build_inputs
+from search.studies import get_study
+from search.tracking import open_study_run
+from search.trial import LocalReporter, run_trial
+
+from search_helpers import GOOD_CONFIG, artifact_paths
+
+SMOKE = BUDGETS["smoke"]
+LATENT = {**GOOD_CONFIG, "refine_method": "latent", "refine_steps": 2, "refine_lr": 0.01, "refine_optimizer": "adam",
+          "refine_norm": "l2", "k_eff": "one", "projection": "exact"}
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory, data_root, search_env, monkeypatch_module):
+    monkeypatch_module.setenv("GAN_EVAL_CACHE", search_env["GAN_EVAL_CACHE"])
+    inputs = build_inputs(dataset="mnist", study=get_study("dot_latent"), budget=SMOKE, data_root=data_root,
+                          download=False)
+    uri = f"sqlite:///{tmp_path_factory.mktemp('trial') / 'mlflow.db'}"
+    study_run = open_study_run(uri, "in-process", resume=False, tags={})
+    context = TrialContext(study="dot_latent", study_name="in-process", budget="smoke", seed=0, dataset="mnist",
+                           study_run=study_run)
+    # from here on, the trial can reach neither the data nor the evaluation cache
+    monkeypatch_module.setenv("GAN_DATA_ROOT", "/nonexistent/data")
+    monkeypatch_module.setenv("GAN_EVAL_CACHE", "/nonexistent/cache")
+    return TrialPayload(context=context, inputs=inputs)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_a_trial_reports_train_then_final_and_logs_its_run(payload):
+    reporter = LocalReporter()
+    out = run_trial(payload, LATENT, 7, reporter)
+    assert isinstance(out, FinalReport) and reporter.reports[-1] == out
+    train = reporter.reports[:-1]
+    assert all(isinstance(r, TrainReport) for r in train)
+    assert [r.step for r in train] == list(range(SMOKE.eval_every, SMOKE.steps + 1, SMOKE.eval_every))
+    assert all(math.isfinite(r.fid_intermediate) and r.fid_intermediate > 0 for r in train)
+    assert out.train_steps == SMOKE.steps and out.optuna_trial == 7 and len(out.evaluator_sha256) == 64
+    assert set(FINAL_METRICS) <= set(out.metrics) and out.metrics["n_final"] == SMOKE.n_final
+    assert 0.0 <= out.metrics["precision"] <= 1.0 and out.metrics["k_eff"] == 1.0
+    # the last intermediate FID and the unrefined final FID score the same generator at different n
+    assert out.metrics["fid_before"] > 0
+    files = set(artifact_paths(payload.context.study_run.tracking_uri, out.mlflow_run_id))
+    assert {"checkpoint/models.pt", "refinement/frontier.parquet", "samples/step_000100.png"} <= files
+
+
+def test_a_bad_configuration_fails_at_once_with_its_reason(payload):
+    reporter = LocalReporter()
+    out = run_trial(payload, {**LATENT, "loss": "lsgan"}, 8, reporter)
+    assert isinstance(out, FailedReport) and reporter.reports == [out]
+    assert out.fail_reason.startswith("ConfigError: ") and "lsgan" in out.fail_reason
+    assert "valid choices" in out.fail_reason and "\n" not in out.fail_reason
