@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
     from search.budgets import get_budget
-    from search.trial import LocalReporter, TrialContext, ray_trainable, run_trial
+    from search.payload import TrialContext, TrialPayload, build_inputs
+    from search.studies import get_study
+    from search.trial import LocalReporter, ray_trainable, run_trial
     from search.tracking import default_tracking_uri, open_study_run
 
     try:
@@ -64,26 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tune-overhead-"))
     uri = default_tracking_uri(work)
     data_root = str(Path(args.data_root).resolve()) if args.data_root else None
+    # every run gets the same inputs, read (and the evaluator's real statistics computed) once here
+    inputs = build_inputs(dataset="mnist", study=get_study("gan"), budget=budget, data_root=data_root, download=False)
 
     def context(label: str) -> TrialContext:
         sr = open_study_run(uri, f"tune-overhead-{label}", resume=False, tags={})
         return TrialContext(study="gan", study_name=f"tune-overhead-{label}", budget=budget.name, seed=args.seed,
-                            tracking_uri=uri, experiment_id=sr.experiment_id, parent_run_id=sr.parent_run_id,
-                            data_root=data_root, cpus_per_trial=args.cpus_per_trial)
-
-    _warm_evaluators(budget, data_root)
+                            dataset="mnist", study_run=sr, cpus_per_trial=args.cpus_per_trial)
 
     # 1. in this process, everything imported and connected
     ctx = context("inprocess")
     began = time.perf_counter()
-    inprocess = run_trial(ctx, GOOD, 0, LocalReporter())
+    inprocess = run_trial(TrialPayload(context=ctx, inputs=inputs), GOOD, 0, LocalReporter()).metrics
     inprocess_s = time.perf_counter() - began
 
-    # 2. a fresh process, as a user training the config directly would run it
+    # 2. a fresh process, as a user training the config directly would run it (reading its own inputs)
     ctx = context("process")
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "benchmarks.tune_overhead", CHILD_FLAG, json.dumps(ctx.to_dict())],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.tune_overhead", CHILD_FLAG, json.dumps({
+        "budget": budget.name, "seed": args.seed, "cpus_per_trial": args.cpus_per_trial, "data_root": data_root,
+        "tracking_uri": uri, "experiment_id": ctx.study_run.experiment_id,
+        "parent_run_id": ctx.study_run.parent_run_id})], capture_output=True, text=True)
     process_s = time.perf_counter() - began
     if done.returncode:
         raise SystemExit(f"error: the direct run in a fresh process failed:\n{done.stderr[-2000:]}")
@@ -97,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(num_cpus=max(1, int(args.cpus_per_trial)), include_dashboard=False, logging_level="WARNING")
     init_s = time.perf_counter() - began
     ctx = context("tune")
+    trainable = tune.with_parameters(ray_trainable, payload=TrialPayload(context=ctx, inputs=inputs))
     tuner = tune.Tuner(
-        tune.with_resources(ray_trainable, {"cpu": args.cpus_per_trial}),
-        param_space={"context": ctx.to_dict(), "params": GOOD, "optuna_trial": 0},
+        tune.with_resources(trainable, {"cpu": args.cpus_per_trial}),
+        param_space={"params": GOOD, "optuna_trial": 0},
         run_config=tune.RunConfig(name="tune-overhead", storage_path=str(work / "ray"), verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
@@ -136,21 +140,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _child(context_json: str) -> int:
-    """The fresh-process baseline: one direct trial; its result as the last line of stdout."""
-    from search.trial import LocalReporter, TrialContext, run_trial
+def _child(settings_json: str) -> int:
+    """The fresh-process baseline: one direct trial that reads its own inputs; its FID as the last line."""
+    from search.budgets import get_budget
+    from search.payload import TrialContext, TrialPayload, build_inputs
+    from search.studies import get_study
+    from search.tracking import StudyRun
+    from search.trial import LocalReporter, run_trial
 
-    result = run_trial(TrialContext.from_dict(json.loads(context_json)), GOOD, 0, LocalReporter())
-    print(json.dumps({"fid": result["fid"]}))
+    s = json.loads(settings_json)
+    budget = get_budget(s["budget"])
+    inputs = build_inputs(dataset="mnist", study=get_study("gan"), budget=budget, data_root=s["data_root"],
+                          download=False)
+    ctx = TrialContext(study="gan", study_name="tune-overhead-process", budget=budget.name, seed=s["seed"],
+                       dataset="mnist", study_run=StudyRun(s["tracking_uri"], s["experiment_id"], s["parent_run_id"]),
+                       cpus_per_trial=s["cpus_per_trial"])
+    result = run_trial(TrialPayload(context=ctx, inputs=inputs), GOOD, 0, LocalReporter())
+    print(json.dumps({"fid": result.metrics["fid"]}))
     return 0
-
-
-def _warm_evaluators(budget, data_root) -> None:
-    """Compute (or load) the real statistics every run uses, so none of them pays for them."""
-    from evaluation import Evaluator
-
-    Evaluator(n_real=budget.n_real_intermediate, metrics=("fid",), data_root=data_root).prepare()
-    Evaluator(n_real=budget.n_real_final, data_root=data_root).prepare()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Where the study runs decides what is acceptable:
 from __future__ import annotations
 
 import os
+import tempfile
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -57,8 +58,10 @@ def check_writable_folder(path: Path, what: str) -> None:
     base = nearest_existing(path)
     if not base.is_dir():
         raise PreflightError(f"{what} {path} cannot be created: {base} is a file")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise PreflightError(f"{what} {path} is not writable (no write permission on {base})")
+    try:  # permission bits do not stop root, and /proc or a read-only mount ignore them: try it
+        os.rmdir(tempfile.mkdtemp(prefix=".search-preflight-", dir=base))
+    except OSError as exc:
+        raise PreflightError(f"{what} {path} is not writable: {exc.strerror} in {base}") from None
 
 
 def check_storage_path(storage_path: str, placement: Placement) -> None:

@@ -8,8 +8,8 @@ The driver is a sequence of named steps (``run_study``):
 
 1. ``resolve_stores``   where the study's record, its checkpoints and its runs live;
 2. ``plan_study``       the study's settings: from the flags, or stored with the study on --resume;
-3. ``start_ray``        start or join Ray, check the resources and the stores from the worker nodes;
-4. ``load_inputs``      the data, the evaluator and the embedders, read once here for every trial;
+3. ``load_inputs``      the data, the evaluator and the embedders, read once here for every trial;
+4. ``start_ray``        start or join Ray, check the resources and the stores from the worker nodes;
 5. ``open_stores``      the MLflow parent run and the Optuna study (the first write of all);
 6. ``run_trials``       Ray Tune runs the trials; the Optuna bridge samples, prunes and records;
 7. ``report``           tables and plots, the outcome the CLI prints.
@@ -336,43 +336,7 @@ def _read_enqueue_file(path: str, study_def) -> list[dict[str, Any]]:
     return data
 
 
-# --- 3. Ray, resources, and the stores seen from the workers ------------------------------------------------
-
-
-def start_ray(opts: SearchOptions, stores: Stores, placement) -> list[str]:
-    """Start (or join) Ray and check it can run this study; returns notes for the log."""
-    import logging
-
-    import ray
-
-    from .preflight import PreflightError, check_resources, check_server_artifacts, probe_nodes
-    from .tracking import TrackingError, check_tracking_uri
-
-    try:
-        check_tracking_uri(stores.tracking_uri)
-        check_server_artifacts(stores.tracking_uri, placement)
-    except (TrackingError, PreflightError) as exc:
-        raise SearchError(str(exc)) from None
-    try:
-        if placement.cluster:
-            ray.init(address=opts.address, logging_level=logging.WARNING, log_to_driver=opts.verbose > 0)
-        else:
-            ray.init(num_cpus=opts.num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=opts.verbose > 0)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise SearchError(f"cannot start or join Ray ({opts.address or 'local'}): {str(exc).splitlines()[0]}") from None
-    try:
-        notes = [check_resources(cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
-                                 placement=placement),
-                 probe_nodes(stores.storage_path, stores.tracking_uri, cpus_per_trial=opts.cpus_per_trial,
-                             gpus_per_trial=opts.gpus_per_trial, placement=placement)]
-    except PreflightError as exc:
-        ray.shutdown()
-        raise SearchError(str(exc)) from None
-    return [n for n in notes if n]
-
-
-# --- 4. what every trial receives ----------------------------------------------------------------------
+# --- 3. what every trial receives ----------------------------------------------------------------------
 
 
 def _missing_ancestors(path: Path) -> list[Path]:
@@ -417,6 +381,42 @@ def _remove_empty_tree(folder: Path) -> None:
             sub.rmdir()
     if not any(folder.iterdir()):
         folder.rmdir()
+
+
+# --- 4. Ray, resources, and the stores seen from the workers ------------------------------------------------
+
+
+def start_ray(opts: SearchOptions, stores: Stores, placement) -> list[str]:
+    """Start (or join) Ray and check it can run this study; returns notes for the log."""
+    import logging
+
+    import ray
+
+    from .preflight import PreflightError, check_resources, check_server_artifacts, probe_nodes
+    from .tracking import TrackingError, check_tracking_uri
+
+    try:
+        check_tracking_uri(stores.tracking_uri)
+        check_server_artifacts(stores.tracking_uri, placement)
+    except (TrackingError, PreflightError) as exc:
+        raise SearchError(str(exc)) from None
+    try:
+        if placement.cluster:
+            ray.init(address=opts.address, logging_level=logging.WARNING, log_to_driver=opts.verbose > 0)
+        else:
+            ray.init(num_cpus=opts.num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=opts.verbose > 0)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SearchError(f"cannot start or join Ray ({opts.address or 'local'}): {str(exc).splitlines()[0]}") from None
+    try:
+        notes = [check_resources(cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
+                                 placement=placement),
+                 probe_nodes(stores.storage_path, stores.tracking_uri, cpus_per_trial=opts.cpus_per_trial,
+                             gpus_per_trial=opts.gpus_per_trial, placement=placement)]
+    except PreflightError as exc:
+        ray.shutdown()
+        raise SearchError(str(exc)) from None
+    return [n for n in notes if n]
 
 
 # --- 5. the stores: the first write of all ------------------------------------------------------------------
@@ -581,11 +581,11 @@ def run_study(opts: SearchOptions, *, log=print) -> StudyOutcome:
     placement = Placement(cluster=opts.address is not None, address=opts.address)
     stores = resolve_stores(opts, placement)
     plan = plan_study(opts, stores)
+    inputs = load_inputs(opts, plan)
     notes = start_ray(opts, stores, placement)
     try:
         for note in notes:
             log(f"note: {note}")
-        inputs = load_inputs(opts, plan)
         opened = open_stores(plan, stores)
         for note in opened.notes:
             log(note)
@@ -673,6 +673,11 @@ def main(argv: list[str] | None = None) -> int:
     except SearchError as exc:
         raise SystemExit(f"error: {exc}") from None
     print_outcome(out)
+    return exit_status(out)
+
+
+def exit_status(out: StudyOutcome) -> int:
+    """130 for an interrupted study (as a shell reports Ctrl-C), 1 when no trial completed, else 0."""
     if out.interrupted:
         return 130
     return 0 if out.n_complete else 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -20,10 +22,8 @@ def _error(argv: list[str], monkeypatch, tmp_path) -> str:
 
 
 def _nothing_written(tmp_path) -> None:
-    db = tmp_path / "runs" / "optuna.db"
-    if db.exists():  # opened to look the study up, but no study was created
-        assert optuna.study.get_all_study_names(f"sqlite:///{db}") == []
-    assert not (tmp_path / "runs" / "ray").exists() and not (tmp_path / "runs" / "mlflow.db").exists()
+    """Not even an empty database or folder: a rejected start leaves the folder as it was."""
+    assert not (tmp_path / "runs").exists(), sorted(p.name for p in (tmp_path / "runs").rglob("*"))
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -82,6 +82,99 @@ def test_too_many_gpus_is_one_line_from_the_real_cli(tmp_path, search_env):
                    cwd=tmp_path, env=search_env, timeout=300)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: --gpus-per-trial 1 asks for more GPUs than the Ray cluster has (0)")
+    assert last.startswith("error: --gpus-per-trial 1 asks for more GPUs than this machine has (0)")
     assert "Traceback" not in proc.stderr
     _nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--study", "gan", "--max-concurrent", "0"], "--max-concurrent must be a positive integer, got 0"),
+    (["--study", "gan", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0, got 0"),
+    (["--study", "gan", "--dataset", "cifar10"], "unknown dataset 'cifar10'; valid choices: mnist, fashion-mnist"),
+    (["--study", "gan", "--storage-path", "gcsfuse://b/p"], "unsupported scheme 'gcsfuse'; valid choices: a folder"),
+    (["--study", "gan", "--tracking-uri", "file:///tmp/mlruns"], "use sqlite:///PATH.db or http://HOST:PORT"),
+])
+def test_bad_values_one_line_nothing_written(argv, expected, monkeypatch, tmp_path):
+    assert expected in _error(argv, monkeypatch, tmp_path)
+    _nothing_written(tmp_path)
+
+
+def test_runs_dir_that_is_a_file_or_unwritable(monkeypatch, tmp_path):
+    write(tmp_path / "afile", "x")
+    assert "--runs-dir" in _error(["--study", "gan", "--runs-dir", "afile"], monkeypatch, tmp_path)
+    msg = _error(["--study", "gan", "--runs-dir", "afile/runs"], monkeypatch, tmp_path)
+    assert "cannot be created" in msg and "is a file" in msg
+    msg = _error(["--study", "gan", "--runs-dir", "/proc/runs"], monkeypatch, tmp_path)
+    assert "--runs-dir /proc/runs" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_files_that_are_not_utf8_are_one_line(monkeypatch, tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("params:\n  architecture: mlp  # caf\xe9\n".encode("latin-1"))
+    assert "is not UTF-8 text" in _error(["--study", "gan", "--study-file", str(bad)], monkeypatch, tmp_path)
+    assert "is not UTF-8 text" in _error(["--study", "gan", "--enqueue", str(bad)], monkeypatch, tmp_path)
+    _nothing_written(tmp_path)
+
+
+def test_missing_data_without_download_is_one_line_before_ray(monkeypatch, tmp_path):
+    import time
+
+    began = time.monotonic()
+    msg = _error(["--study", "gan", "--budget", "smoke", "--data-root", str(tmp_path / "nodata"), "--no-download"],
+                 monkeypatch, tmp_path)
+    assert "mnist data not found" in msg and "--data-root" in msg and "(--no-download)" in msg
+    assert time.monotonic() - began < 60  # no Ray was started for it
+    _nothing_written(tmp_path)
+    assert not (tmp_path / "nodata").exists()
+
+
+def test_failed_download_removes_the_folders_it_made(monkeypatch, tmp_path):
+    """Offline here: torchvision's download fails at once, and its empty folders are not left behind."""
+    msg = _error(["--study", "gan", "--budget", "smoke", "--data-root", str(tmp_path / "fresh" / "data")],
+                 monkeypatch, tmp_path)
+    assert "mnist data not found" in msg and "the download failed" in msg
+    assert not (tmp_path / "fresh").exists()
+    _nothing_written(tmp_path)
+
+
+def test_resume_command_repeats_every_store_and_data_flag():
+    from search.run import SearchOptions, resume_command
+
+    opts = SearchOptions(study="gan", runs_dir="elsewhere", storage="postgresql://u@db/optuna",
+                         tracking_uri="http://head:5000", storage_path="s3://bucket/ray", address="10.0.0.1:6379",
+                         data_root="/data/mnist", download=False)
+    assert resume_command(opts, "my study") == (
+        "python -m search.run --name 'my study' --resume --runs-dir elsewhere --storage postgresql://u@db/optuna "
+        "--tracking-uri http://head:5000 --storage-path s3://bucket/ray --address 10.0.0.1:6379 "
+        "--data-root /data/mnist --no-download")
+    assert resume_command(SearchOptions(study="gan"), "gan") == "python -m search.run --name gan --resume"
+
+
+def _outcome(states: list[str], reasons: list[str | None], interrupted=False):
+    import pandas as pd
+
+    from search.run import StudyOutcome
+
+    table = pd.DataFrame({"number": range(len(states)), "state": states, "fail_reason": reasons})
+    return StudyOutcome(name="s", storage="sqlite:///o.db", tracking_uri="sqlite:///m.db", interrupted=interrupted,
+                        table=table, best=table.iloc[0:0], report_dir=Path("r"), skipped_plots={},
+                        resume_command="python -m search.run --name s --resume")
+
+
+def test_exit_status_and_failure_summary(capsys):
+    from search.run import exit_status, print_outcome
+
+    long_reason = "DataNotFoundError: mnist data not found: expected train-images-idx3-ubyte in /x " + "y" * 120
+    out = _outcome(["FAIL", "FAIL", "FAIL"], [long_reason, "ConfigError: bad", long_reason])
+    print_outcome(out)
+    printed = capsys.readouterr()
+    assert exit_status(out) == 1 and "no trial of study s completed" in printed.err
+    assert "  2 x DataNotFoundError: mnist data not found" in printed.out and "  1 x ConfigError: bad" in printed.out
+    assert f"first failure, in full: {long_reason}" in printed.out
+    assert exit_status(_outcome(["COMPLETE", "FAIL"], [None, "x"])) == 0
+    assert exit_status(_outcome(["PRUNED"], [None])) == 1
+    interrupted = _outcome(["COMPLETE"], [None], interrupted=True)
+    assert exit_status(interrupted) == 130
+    print_outcome(interrupted)
+    assert "continue with: python -m search.run --name s --resume" in capsys.readouterr().out
