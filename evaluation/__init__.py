@@ -2,7 +2,16 @@
 density/coverage and class coverage, with the real set's statistics cached on disk."""
 
 from .cache import CACHE_ENV, resolve_cache_dir
-from .classifier import ROLES, ClassifierInfo, LeNet, WeightsError, load_classifier, resolve_classifier
+from .classifier import (
+    EVALUATOR_DIR_ENV,
+    ROLES,
+    ClassifierInfo,
+    LeNet,
+    WeightsError,
+    load_classifier,
+    resolve_classifier,
+    resolve_evaluator_dir,
+)
 from .evaluator import METRIC_GROUPS, SCORING_SPACES, Evaluator, check_samples, score
 from .features import FEATURE_SPACES, VGG16_WEIGHTS_ENV, FeatureSpace, feature_extractor
 from .metrics import (
@@ -19,6 +28,7 @@ from .metrics import (
 )
 
 __all__ = [
+    "EVALUATOR_DIR_ENV", "resolve_evaluator_dir",
     "CACHE_ENV", "CLASS_PRESENT_RATIO", "ClassifierInfo", "Evaluator", "FEATURE_SPACES", "FeatureSpace",
     "K_DENSITY_COVERAGE", "K_PRECISION_RECALL", "LeNet", "METRIC_GROUPS", "ROLES", "SCORING_SPACES",
     "VGG16_WEIGHTS_ENV", "WeightsError", "check_samples", "class_histogram", "class_metrics",

@@ -18,7 +18,7 @@ import torch
 
 CACHE_ENV = "GAN_EVAL_CACHE"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "gan-refine-search" / "eval"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: cached `radii` hold squared k-NN distances (no sqrt round trip)
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:

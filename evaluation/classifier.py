@@ -1,9 +1,13 @@
-"""The shipped MNIST-family classifiers: a small LeNet, its weights files and their manifest.
+"""The MNIST-family classifiers: a small LeNet, its weights files and their manifests.
 
-Scores are only comparable when the feature space is fixed, so the evaluator's weights live in
-the package (``evaluation/weights/``) beside ``manifest.json``, which records each file's sha256.
-Loading always re-hashes the file and refuses one that does not match: a score computed with
-other weights must not be reported under the shipped evaluator's name.
+Scores are only comparable when the feature space is fixed, so the evaluator's weights live in a
+folder beside ``manifest.json``, which records each file's sha256. Two folders are searched, in
+order: the package's shipped weights (``evaluation/weights/``: MNIST), then the user's evaluator
+folder (``evaluator_dir=`` / the CLIs' ``--evaluator-dir``, else ``$GAN_EVALUATOR_DIR``, else
+``~/.cache/gan-refine-search/evaluators``), where ``python -m evaluation.train_classifier``
+writes the evaluators of the other datasets. The first folder whose manifest records the wanted
+model wins. Loading always re-hashes the file and refuses one that does not match its manifest:
+a score computed with other weights must not be reported under the evaluator's name.
 
 Two roles per dataset: ``classifier`` (seed 0) scores samples; ``classifier-alt`` (seed 1) is
 the embedding for embedded DOT, so refinement never optimises in the space that scores it.
@@ -20,7 +24,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # shipped with the package
+EVALUATOR_DIR_ENV = "GAN_EVALUATOR_DIR"
+DEFAULT_EVALUATOR_DIR = Path.home() / ".cache" / "gan-refine-search" / "evaluators"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "gan-refine-search/evaluators/v1"
 ROLES = {"classifier": 0, "classifier-alt": 1}  # role -> training seed
@@ -116,13 +122,29 @@ def read_manifest(weights_dir: str | os.PathLike | None = None) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise WeightsError(f"weights manifest {path} is unreadable: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT \
+            or not isinstance(manifest.get("models"), dict):
         raise WeightsError(f"{path} is not a weights manifest (expected format {MANIFEST_FORMAT!r})")
     return manifest
 
 
-def _how_to_create(dataset: str) -> str:
-    return f"create it with `python -m evaluation.train_classifier --dataset {dataset}`"
+def resolve_evaluator_dir(evaluator_dir: str | os.PathLike | None = None) -> Path:
+    """The explicit folder, else ``$GAN_EVALUATOR_DIR``, else the per-user evaluator folder."""
+    if evaluator_dir is not None and str(evaluator_dir) != "":
+        return Path(evaluator_dir).expanduser()
+    env = os.environ.get(EVALUATOR_DIR_ENV, "")
+    return Path(env).expanduser() if env else DEFAULT_EVALUATOR_DIR
+
+
+def search_folders(evaluator_dir: str | os.PathLike | None = None) -> tuple[Path, ...]:
+    """Where a classifier is looked for, in order: the shipped weights, then the evaluator folder."""
+    user = resolve_evaluator_dir(evaluator_dir)
+    return (WEIGHTS_DIR,) if user.resolve() == WEIGHTS_DIR else (WEIGHTS_DIR, user)
+
+
+def _how_to_create(dataset: str, folder: str | os.PathLike | None = None) -> str:
+    where = f" --evaluator-dir {folder}" if folder is not None else ""
+    return f"create it with `python -m evaluation.train_classifier --dataset {dataset}{where}`"
 
 
 def resolve_classifier(
@@ -131,11 +153,13 @@ def resolve_classifier(
     *,
     weights: str | os.PathLike | None = None,
     weights_dir: str | os.PathLike | None = None,
+    evaluator_dir: str | os.PathLike | None = None,
 ) -> ClassifierInfo:
-    """Find a classifier's weights file and check it against the manifest's sha256.
+    """Find a classifier's weights file and check it against its manifest's sha256.
 
     ``weights`` names a file explicitly (no manifest check; its own hash identifies it);
-    otherwise the file comes from ``weights_dir`` (default: the package's shipped weights).
+    ``weights_dir`` names the one folder to use; otherwise the shipped weights are searched first,
+    then the evaluator folder (``evaluator_dir``, else ``$GAN_EVALUATOR_DIR``, else the default).
     """
     check_role(role)
     if weights is not None:
@@ -144,19 +168,40 @@ def resolve_classifier(
             raise WeightsError(f"classifier weights file not found: {path}")
         return ClassifierInfo(name=f"{classifier_name(dataset, role)}@{path.name}", dataset=dataset,
                               role=role, path=path, sha256=file_sha256(path))
-    folder = Path(weights_dir or WEIGHTS_DIR)
-    path = folder / weights_filename(dataset, role)
-    entry = read_manifest(folder)["models"].get(manifest_key(dataset, role))
+    folders = (Path(weights_dir).expanduser(),) if weights_dir is not None else search_folders(evaluator_dir)
+    hint = weights_dir if weights_dir is not None else evaluator_dir
+    key = manifest_key(dataset, role)
+    unrecorded = None
+    for folder in folders:
+        entry = read_manifest(folder)["models"].get(key)
+        path = folder / weights_filename(dataset, role)
+        if entry is None:
+            unrecorded = unrecorded or (path if path.is_file() else None)
+            continue
+        return _verified(path, entry, dataset=dataset, role=role, hint=hint)
+    if unrecorded is not None:
+        raise WeightsError(f"{unrecorded} is not recorded in {unrecorded.parent / MANIFEST_NAME}; "
+                           f"{_how_to_create(dataset, unrecorded.parent)} --force")
+    path = folders[-1] / weights_filename(dataset, role)
+    shipped = " (and not shipped with the package)" if len(folders) > 1 else ""
+    raise WeightsError(f"{role} weights for {dataset} not found: {path}{shipped}; {_how_to_create(dataset, hint)}")
+
+
+def _verified(path: Path, entry: object, *, dataset: str, role: str, hint: str | os.PathLike | None) -> ClassifierInfo:
+    """The manifest entry's file, re-hashed and compared with the sha256 the manifest records."""
+    manifest = path.parent / MANIFEST_NAME
+    if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("name"), str)):
+        raise WeightsError(f"{manifest}: entry {manifest_key(dataset, role)!r} is malformed "
+                           f"(needs name and sha256); {_how_to_create(dataset, path.parent)} --force")
     if not path.is_file():
-        raise WeightsError(f"{role} weights for {dataset} not found: {path}; {_how_to_create(dataset)}")
-    if entry is None:
-        raise WeightsError(f"{path} is not recorded in {folder / MANIFEST_NAME}; {_how_to_create(dataset)}")
+        raise WeightsError(f"{role} weights for {dataset} not found: {path} (recorded in {manifest}); "
+                           f"{_how_to_create(dataset, hint)}")
     sha = file_sha256(path)
     if sha != entry["sha256"]:
-        raise WeightsError(
-            f"{path} does not match its recorded sha256 ({sha[:12]}... != {entry['sha256'][:12]}...); "
-            f"restore the shipped file or {_how_to_create(dataset)} --force"
-        )
+        remedy = ("reinstall the package to restore the shipped file" if path.parent.resolve() == WEIGHTS_DIR
+                  else f"{_how_to_create(dataset, path.parent)} --force")
+        raise WeightsError(f"{path} does not match its recorded sha256 "
+                           f"({sha[:12]}... != {entry['sha256'][:12]}...); {remedy}")
     return ClassifierInfo(name=entry["name"], dataset=dataset, role=role, path=path, sha256=sha)
 
 
@@ -166,10 +211,11 @@ def load_classifier(
     *,
     weights: str | os.PathLike | None = None,
     weights_dir: str | os.PathLike | None = None,
+    evaluator_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[LeNet, ClassifierInfo]:
-    """The classifier in eval mode with frozen parameters, and what identifies it."""
-    info = resolve_classifier(dataset, role, weights=weights, weights_dir=weights_dir)
+    """The classifier in eval mode with frozen parameters, and what identifies it (see ``resolve_classifier``)."""
+    info = resolve_classifier(dataset, role, weights=weights, weights_dir=weights_dir, evaluator_dir=evaluator_dir)
     try:
         state = torch.load(info.path, map_location=device, weights_only=True)
         net = LeNet()

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from gan_models import load_images, to_float
 from gan_models.data import SPLITS, check_dataset_name
+from gan_models.trainer import check_device  # one device check for every package
 
 from .cache import cache_key, cache_path, load_entry, resolve_cache_dir, save_entry
 from .classifier import NUM_CLASSES, load_classifier
@@ -50,7 +51,7 @@ class RealStats:
     mu: Tensor  # [F] float64
     sigma: Tensor  # [F, F] float64
     sqrt_sigma: Tensor  # [F, F] float64, symmetric root of sigma (FID's stable form)
-    radii: Tensor  # [N, 2] distances to the K_PRECISION_RECALL-th and K_DENSITY_COVERAGE-th real neighbour
+    radii: Tensor  # [N, 2] squared distances to the K_PRECISION_RECALL-th and K_DENSITY_COVERAGE-th real neighbour
 
 
 def check_samples(samples: object) -> Tensor:
@@ -103,17 +104,6 @@ def _positive_int(name: str, v: object) -> int:
     return v
 
 
-def check_device(device: str | torch.device) -> torch.device:
-    """A torch.device that exists here; a CUDA device without CUDA is a one-line ValueError."""
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"invalid device {device!r}: {exc}") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
-    return d
-
-
 class Evaluator:
     """Scores generated MNIST-family samples against a fixed real set in fixed feature spaces."""
 
@@ -131,6 +121,7 @@ class Evaluator:
         batch_size: int = 1000,
         vgg16_weights: str | os.PathLike | None = None,
         max_block_elements: int = MAX_BLOCK_ELEMENTS,
+        evaluator_dir: str | os.PathLike | None = None,
     ):
         check_dataset_name(dataset)
         if split not in SPLITS:
@@ -149,9 +140,13 @@ class Evaluator:
         self.device = check_device(device)
         self.data_root = data_root
         self.cache_dir = resolve_cache_dir(cache_dir)
-        # The evaluator's identity goes with every score, whichever spaces are asked for.
-        self.classifier, self.info = load_classifier(dataset, "classifier", device=self.device)
         self.spaces = self.features if {"fid", "prdc"} & set(self.metrics) else ()
+        # The classifier only when a space or the class metrics use it (pixel scores need none); its
+        # identity, or "none", goes with every score. Found as evaluation.classifier says (evaluator_dir).
+        self.classifier, self.info = None, None
+        if "class" in self.metrics or any(FEATURE_SPACES[s].backbone == "classifier" for s in self.spaces):
+            self.classifier, self.info = load_classifier(dataset, "classifier", evaluator_dir=evaluator_dir,
+                                                         device=self.device)
         self.vgg16 = None
         self.weights_sha256 = {s: self.info.sha256 for s in self.spaces if FEATURE_SPACES[s].backbone == "classifier"}
         if "pixel" in self.spaces:
@@ -221,9 +216,9 @@ class Evaluator:
             else:
                 self._real[s] = RealStats(**{f: t.to(self.device) if f in ("features", "radii") else t
                                              for f, t in entry.items()})
-        hist_key = self._key("class-histogram", self.info.sha256)
         need_hist = "class" in self.metrics and self._real_hist is None
         if need_hist:
+            hist_key = self._key("class-histogram", self.info.sha256)
             entry = load_entry(cache_path(self.cache_dir, hist_key), hist_key)
             if entry is not None:
                 self._real_hist = entry["hist"].numpy()
@@ -284,7 +279,8 @@ class Evaluator:
     def to(self, device: str | torch.device) -> "Evaluator":
         """Move the networks and the prepared real statistics to ``device`` (in place; returns self)."""
         self.device = check_device(device)
-        self.classifier = self.classifier.to(self.device)
+        if self.classifier is not None:
+            self.classifier = self.classifier.to(self.device)
         if self.vgg16 is not None:
             self.vgg16 = self.vgg16.to(self.device)
         for stats in self._real.values():
@@ -320,7 +316,8 @@ class Evaluator:
                 raise ValueError("class metrics need the evaluator's logits; extract them with logits=True")
             out.update(class_metrics(class_histogram(logits, NUM_CLASSES), self._real_hist))
             n_fake = logits.shape[0]
-        out.update(evaluator=self.info.name, evaluator_sha256=self.info.sha256, n_fake=n_fake, n_real=self.n_real)
+        name, sha = (self.info.name, self.info.sha256) if self.info is not None else ("none", "none")
+        out.update(evaluator=name, evaluator_sha256=sha, n_fake=n_fake, n_real=self.n_real)
         return out
 
 

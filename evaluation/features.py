@@ -146,6 +146,7 @@ def feature_extractor(
     dataset: str = "mnist",
     device: str | torch.device = "cpu",
     weights: str | os.PathLike | None = None,
+    evaluator_dir: str | os.PathLike | None = None,
 ) -> nn.Module:
     """A frozen, differentiable module mapping images [B, 1, 28, 28] in [-1, 1] to features [B, F].
 
@@ -154,7 +155,8 @@ def feature_extractor(
     """
     space = check_feature_space(name)
     if space.backbone in ("classifier", "classifier-alt"):
-        net, info = load_classifier(dataset, space.backbone, weights=weights, device=device)
+        net, info = load_classifier(dataset, space.backbone, weights=weights, evaluator_dir=evaluator_dir,
+                                    device=device)
         module, sha = ClassifierFeatures(net, space.output), info.sha256
     elif space.backbone == "vgg16":
         module, sha = load_vgg16(weights, device=device)

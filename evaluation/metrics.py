@@ -82,9 +82,12 @@ def _lift(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def knn_radii(features: Tensor, ks: tuple[int, ...], *, max_block_elements: int = MAX_BLOCK_ELEMENTS) -> Tensor:
-    """Distance from each point of ``features`` [N, F] to its k-th nearest other point, for each k.
+    """SQUARED distance from each point of ``features`` [N, F] to its k-th nearest other point, for each k.
 
-    Returns [N, len(ks)]. The point itself is excluded (its own distance is set to exactly 0 and
+    Returns [N, len(ks)] squared radii, taken from the same lifted-matmul distances that ``prdc``
+    compares them with: no square root is taken, because sqrt(r^2)^2 can land below r^2 (for the
+    integer 3, sqrt(3.0)**2 < 3.0 in float64) and a point exactly on a ball's edge would then drop
+    out of the closed ball. The point itself is excluded (its own distance is set to exactly 0 and
     counted as the 0-th neighbour), as in Kynkäänniemi et al. and the prdc package.
     """
     n = features.shape[0]
@@ -101,7 +104,7 @@ def knn_radii(features: Tensor, ks: tuple[int, ...], *, max_block_elements: int 
         d2[torch.arange(c), torch.arange(i, i + c)] = 0.0
         nearest = torch.topk(d2, k_max + 1, dim=1, largest=False, sorted=True).values  # [c, k_max+1]
         out[rows] = nearest[:, list(ks)]
-    return out.clamp_min_(0.0).sqrt_()
+    return out.clamp_min_(0.0)
 
 
 def prdc(
@@ -115,9 +118,11 @@ def prdc(
 ) -> dict[str, float]:
     """Improved precision/recall (k = k_pr) and density/coverage (k = k_dc) of ``fake`` against ``real``.
 
-    real [N, F], fake [M, F], same dtype and device. ``real_radii`` [N, 2]: the real set's k_pr-th
+    real [N, F], fake [M, F], same dtype and device. ``real_radii`` [N, 2]: the real set's SQUARED k_pr-th
     and k_dc-th neighbour distances (``knn_radii(real, (k_pr, k_dc))``), cacheable with the real set.
-    Balls are closed (distance <=). With B(x, r) the ball around x of its k-NN radius:
+    Balls are closed (distance <=), and every comparison is of a squared distance with a squared
+    radius from the same computation, so a point exactly on a ball's edge (ties are common for
+    integer or repeated features) counts as inside. With B(x, r) the ball around x of its k-NN radius:
       precision = 1/M sum_j 1[exists i: y_j in B(x_i, r_pr(x_i))]
       recall    = 1/N sum_i 1[exists j: x_i in B(y_j, r_pr(y_j))]
       density   = 1/(k_dc M) sum_j sum_i 1[y_j in B(x_i, r_dc(x_i))]
@@ -127,8 +132,8 @@ def prdc(
         raise ValueError(f"real and fake features differ in width: {real.shape[1]} vs {fake.shape[1]}")
     if real_radii is None:
         real_radii = knn_radii(real, (k_pr, k_dc), max_block_elements=max_block_elements)
-    fake_r2 = knn_radii(fake, (k_pr,), max_block_elements=max_block_elements)[:, 0].square()  # [M]
-    real_r2 = real_radii.to(real.dtype).square()
+    fake_r2 = knn_radii(fake, (k_pr,), max_block_elements=max_block_elements)[:, 0]  # [M], squared
+    real_r2 = real_radii.to(real.dtype)  # [N, 2], squared
     r2_pr, r2_dc = real_r2[:, 0], real_r2[:, 1]  # [N]
     n, m = real.shape[0], fake.shape[0]
     real_left, _ = _lift(real)

@@ -1,13 +1,15 @@
 """Score a checkpoint's generator: ``python -m evaluation.score CHECKPOINT --n 10000 --features classifier,pixel``.
 
 Draws --n samples from fixed latents (--seed), scores them against --n-real images of the
-checkpoint's dataset, and prints a table (or JSON with --json). Any bad input ends in one line on
-stderr and a non-zero exit.
+checkpoint's dataset, and prints a table (or JSON with --json). The evaluator (the classifier of the
+checkpoint's dataset) is the package's shipped one for MNIST, else the one
+``python -m evaluation.train_classifier --dataset NAME`` wrote to --evaluator-dir (default
+``$GAN_EVALUATOR_DIR``, else ``~/.cache/gan-refine-search/evaluators``); pixel-space scores need none.
+Any bad input ends in one line on stderr and a non-zero exit, before anything is written.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -17,9 +19,15 @@ import torch
 from torch import Tensor, nn
 
 from gan_models import CheckpointError, DataNotFoundError, load_models, sample_latent
+from gan_models.checkpoint import OutputDirError, check_writable_dir
+from gan_models.config import OneLineArgumentParser
+from gan_models.trainer import check_device
 
-from .evaluator import METRIC_GROUPS, PRDC_KEYS, SCORING_SPACES, Evaluator, check_device
+from .cache import CACHE_ENV, resolve_cache_dir
+from .classifier import EVALUATOR_DIR_ENV
+from .evaluator import METRIC_GROUPS, PRDC_KEYS, SCORING_SPACES, Evaluator
 from .evaluator import score as _score_samples
+from .features import FEATURE_SPACES
 
 
 class _CallableModule(types.ModuleType):
@@ -57,8 +65,9 @@ def format_table(result: dict, spaces: tuple[str, ...]) -> str:
         if k in result:
             v = result[k]
             lines.append(f"{k:<16}{v:>10}" if isinstance(v, int) else f"{k:<16}{v:>10.4f}")
-    lines.append(f"evaluator {result['evaluator']} (sha256 {result['evaluator_sha256'][:16]}...), "
-                 f"n_fake={result['n_fake']}, n_real={result['n_real']}")
+    sha = result["evaluator_sha256"]
+    who = "none (no classifier used)" if sha == "none" else f"{result['evaluator']} (sha256 {sha[:16]}...)"
+    lines.append(f"evaluator {who}, n_fake={result['n_fake']}, n_real={result['n_real']}")
     return "\n".join(lines)
 
 
@@ -66,18 +75,33 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def default_metrics(features: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """FID and precision/recall/density/coverage in every space; the class metrics (the evaluator's
+    predictions) only when a requested space runs the evaluator anyway, so pixel scores need no classifier."""
+    uses_classifier = any(FEATURE_SPACES[f].backbone == "classifier" for f in features)
+    return tuple(m for m in METRIC_GROUPS if m != "class" or uses_classifier)
+
+
+def _fail(message: str) -> SystemExit:
+    return SystemExit(f"error: {message}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evaluation.score", description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(prog="python -m evaluation.score", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="checkpoint file written by gan_models.train")
     p.add_argument("--n", type=int, default=10000, help="generated samples (default 10000)")
     p.add_argument("--n-real", type=int, default=10000, help="real images (default 10000)")
     p.add_argument("--split", default="test", choices=["train", "test"], help="real split (default test)")
     p.add_argument("--features", default="classifier",
                    help=f"comma list, first is the headline; choices: {','.join(SCORING_SPACES)}")
-    p.add_argument("--metrics", default=",".join(METRIC_GROUPS), help=f"comma list of {','.join(METRIC_GROUPS)}")
+    p.add_argument("--metrics", default=None,
+                   help=f"comma list of {','.join(METRIC_GROUPS)} (default: all; class only with a classifier space)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--data-root", default=None, help="MNIST-family data folder (default $GAN_DATA_ROOT)")
-    p.add_argument("--cache-dir", default=None, help="real-statistics cache (default $GAN_EVAL_CACHE or ~/.cache)")
+    p.add_argument("--cache-dir", default=None, help=f"real-statistics cache (default ${CACHE_ENV} or ~/.cache)")
+    p.add_argument("--evaluator-dir", default=None,
+                   help=f"trained evaluators of datasets the package does not ship (default ${EVALUATOR_DIR_ENV} "
+                        f"or ~/.cache/gan-refine-search/evaluators)")
     p.add_argument("--vgg16-weights", default=None, help="local torchvision vgg16-397923af.pth (or $GAN_VGG16_WEIGHTS)")
     p.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
     p.add_argument("--device", default="cpu")
@@ -87,25 +111,33 @@ def main(argv: list[str] | None = None) -> int:
     features = _csv(args.features)
     bad = [f for f in features if f not in SCORING_SPACES]
     if bad or not features:
-        p.error(f"unknown feature space(s) {', '.join(bad) or '(none)'}; valid choices: {', '.join(SCORING_SPACES)}")
-    if args.n <= 0 or args.n_real <= 0 or args.batch_size <= 0:
-        p.error("--n, --n-real and --batch-size must be positive")
+        raise _fail(f"unknown feature space(s) {', '.join(map(repr, bad)) or '(none)'}; "
+                    f"valid choices: {', '.join(SCORING_SPACES)}")
+    metrics = _csv(args.metrics) if args.metrics is not None else list(default_metrics(features))
+    for flag in ("n", "n_real", "batch_size"):
+        if getattr(args, flag) <= 0:
+            raise _fail(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    if args.vgg16_weights is not None and "vgg16" not in features:
+        raise _fail(f"--vgg16-weights applies only to --features vgg16, got --features {','.join(features)}")
     try:
-        device = check_device(args.device)  # before torch.load, whose CUDA error would read as a corrupt file
+        # the device before torch.load, whose CUDA error would read as a corrupt file
+        device = check_device(args.device, what="--device")
+        check_writable_dir(resolve_cache_dir(args.cache_dir), what="--cache-dir")
         models = load_models(args.checkpoint, device=device)
         if models.generator is None:
-            raise SystemExit(f"error: checkpoint {args.checkpoint} holds no generator")
+            raise _fail(f"checkpoint {args.checkpoint} holds no generator")
         cfg = models.config
         evaluator = Evaluator(
             dataset=cfg.dataset, features=features, n_real=args.n_real, split=args.split, data_root=args.data_root,
-            cache_dir=args.cache_dir, metrics=_csv(args.metrics), device=device, batch_size=args.batch_size,
-            vgg16_weights=args.vgg16_weights,
+            cache_dir=args.cache_dir, metrics=metrics, device=device, batch_size=args.batch_size,
+            vgg16_weights=args.vgg16_weights, evaluator_dir=args.evaluator_dir,
         )
         samples = sample_generator(models.generator, args.n, latent_dim=cfg.latent_dim, latent_prior=cfg.latent_prior,
                                    seed=args.seed, batch_size=args.batch_size, device=device)
         result = evaluator.score(samples)
-    except (CheckpointError, DataNotFoundError, ValueError, RuntimeError) as exc:
-        raise SystemExit(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    except (CheckpointError, DataNotFoundError, OutputDirError, ValueError, RuntimeError, OSError) as exc:
+        text = str(exc).strip()
+        raise _fail(text.splitlines()[0] if text else type(exc).__name__) from None
     result = {"checkpoint": args.checkpoint, "step": models.step, "dataset": cfg.dataset, "split": args.split,
               "features": features, "seed": args.seed, **result}
     if args.json:

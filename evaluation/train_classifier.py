@@ -1,9 +1,14 @@
-"""Train the shipped evaluators: ``python -m evaluation.train_classifier``.
+"""Train the evaluators: ``python -m evaluation.train_classifier --dataset fashion-mnist``.
 
-For every MNIST-family dataset whose files are present (or the ones named with --dataset) it
-trains the scoring ``classifier`` (seed 0) and the embedding ``classifier-alt`` (seed 1), writes
-``evaluation/weights/<dataset>-<role>.pt`` (float32 state dict) and records the file's sha256,
-seed and test accuracy in ``evaluation/weights/manifest.json``.
+For every MNIST-family dataset named with --dataset (default: every one whose files are present)
+it trains the scoring ``classifier`` (seed 0) and the embedding ``classifier-alt`` (seed 1), writes
+``<dataset>-<role>.pt`` (float32 state dict) into the evaluator folder and records the file's
+sha256, seed and test accuracy in that folder's ``manifest.json``, which loading verifies.
+
+The evaluator folder is --evaluator-dir, else ``$GAN_EVALUATOR_DIR``, else
+``~/.cache/gan-refine-search/evaluators``: evaluation.score, refinement.run and search.run look
+there after the package's shipped weights (MNIST), so a model the package ships is not trained
+again elsewhere; to retrain a shipped file pass ``--evaluator-dir`` the package's weights folder.
 
 Deterministic from the seed: network init, batch order, shifts and dropout all come from seeded
 generators, and training runs on a fixed number of CPU threads (default 1) because multi-thread
@@ -12,7 +17,6 @@ convolution backward passes may sum in a different order. Existing files are kep
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -26,9 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gan_models import DATASETS, DataNotFoundError, load_images, to_float
+from gan_models import DATASETS, DataNotFoundError, ImageSet, load_images, to_float
+from gan_models.checkpoint import OutputDirError, check_writable_dir
+from gan_models.config import OneLineArgumentParser
 
 from .classifier import (
+    EVALUATOR_DIR_ENV,
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     ROLES,
@@ -38,6 +45,7 @@ from .classifier import (
     file_sha256,
     manifest_key,
     read_manifest,
+    resolve_evaluator_dir,
     weights_filename,
 )
 
@@ -100,6 +108,8 @@ def train_classifier(
     shifts = torch.Generator().manual_seed(config.seed + 2000)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = train_u8.shape[0]
+    if config.batch_size > n:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {n} training images; valid: 1 to {n}")
     steps_per_epoch = n // config.batch_size
     total = steps_per_epoch * config.epochs
     # lr_t = lr * (1 + cos(pi t / T)) / 2
@@ -132,8 +142,10 @@ def save_weights(
     threads: int,
     weights_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Write the float32 state dict and record its sha256 in the manifest (both atomically)."""
-    folder = Path(weights_dir or WEIGHTS_DIR)
+    """Write the float32 state dict and record its sha256 in the manifest (both atomically).
+
+    ``weights_dir``: the folder (default: the evaluator folder, see ``resolve_evaluator_dir``)."""
+    folder = resolve_evaluator_dir(weights_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / weights_filename(dataset, role)
     # Serialise in memory: torch.save names the archive after the file it writes, so saving to a
@@ -168,43 +180,72 @@ def save_weights(
     return path
 
 
+def _shipped(dataset: str, role: str, folder: Path) -> bool:
+    """True when the package ships this model and ``folder`` is not the package's own: the shipped
+    file is found first, so a copy trained into ``folder`` would never be used."""
+    return folder.resolve() != WEIGHTS_DIR and manifest_key(dataset, role) in read_manifest(WEIGHTS_DIR)["models"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evaluation.train_classifier", description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(prog="python -m evaluation.train_classifier", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", action="append", choices=list(DATASETS),
                    help="dataset to train for (repeatable); default: every one whose data is present")
     p.add_argument("--roles", default=",".join(ROLES), help=f"comma list of roles (default {','.join(ROLES)})")
     p.add_argument("--epochs", type=int, default=ClassifierTrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=ClassifierTrainConfig.batch_size)
     p.add_argument("--data-root", default=None, help="MNIST-family data folder (default $GAN_DATA_ROOT)")
-    p.add_argument("--weights-dir", default=None, help=f"output folder (default {WEIGHTS_DIR})")
+    p.add_argument("--evaluator-dir", default=None,
+                   help=f"output folder (default ${EVALUATOR_DIR_ENV}, else ~/.cache/gan-refine-search/evaluators)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (fixed for bit-reproducible weights)")
     p.add_argument("--force", action="store_true", help="retrain and overwrite existing weights files")
     args = p.parse_args(argv)
 
-    roles = [r for r in args.roles.split(",") if r]
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     bad = [r for r in roles if r not in ROLES]
     if bad or not roles:
-        p.error(f"unknown role(s) {', '.join(bad) or '(none)'}; valid choices: {', '.join(ROLES)}")
-    if args.epochs <= 0 or args.threads <= 0:
-        p.error("--epochs and --threads must be positive")
+        raise SystemExit(f"error: unknown role(s) {', '.join(map(repr, bad)) or '(none)'}; "
+                         f"valid choices: {', '.join(ROLES)}")
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--threads", args.threads)):
+        if value <= 0:
+            raise SystemExit(f"error: {flag} must be a positive integer, got {value}")
+    folder = resolve_evaluator_dir(args.evaluator_dir)
+    try:
+        check_writable_dir(folder, what="--evaluator-dir")
+    except OutputDirError as exc:
+        raise SystemExit(f"error: {exc}") from None
     torch.set_num_threads(args.threads)
-    folder = Path(args.weights_dir or WEIGHTS_DIR)
-    datasets = args.dataset or list(DATASETS)
-    trained = 0
-    for dataset in datasets:
+
+    # What to train, and its data, before any training: a bad dataset fails before anything is written.
+    plan: list[tuple[str, ImageSet, ImageSet, list[str]]] = []
+    for dataset in args.dataset or list(DATASETS):
+        todo = []
+        for role in roles:
+            path = folder / weights_filename(dataset, role)
+            if _shipped(dataset, role, folder):
+                print(f"{dataset} {role}: shipped in {WEIGHTS_DIR}, which is searched first; not training a copy "
+                      f"(to retrain the shipped file: --evaluator-dir {WEIGHTS_DIR} --force)")
+            elif path.exists() and not args.force:
+                print(f"{path} exists; keeping it (use --force to retrain)")
+            else:
+                todo.append(role)
+        if not todo:
+            continue
         try:
             train_set = load_images(dataset, split="train", data_root=args.data_root)
             test_set = load_images(dataset, split="test", data_root=args.data_root)
         except DataNotFoundError as exc:
             if args.dataset:  # asked for by name: absence is an error
-                raise SystemExit(f"error: {exc}")
+                raise SystemExit(f"error: {exc}") from None
             print(f"skipping {dataset}: {exc}", file=sys.stderr)
             continue
-        for role in roles:
-            path = folder / weights_filename(dataset, role)
-            if path.exists() and not args.force:
-                print(f"{path} exists; keeping it (use --force to retrain)")
-                continue
-            config = ClassifierTrainConfig(seed=ROLES[role], epochs=args.epochs)
+        if args.batch_size > len(train_set):
+            raise SystemExit(f"error: --batch-size {args.batch_size} exceeds the {len(train_set)} train images of "
+                             f"{dataset}; valid: 1 to {len(train_set)}")
+        plan.append((dataset, train_set, test_set, todo))
+
+    for dataset, train_set, test_set, todo in plan:
+        for role in todo:
+            config = ClassifierTrainConfig(seed=ROLES[role], epochs=args.epochs, batch_size=args.batch_size)
             print(f"training {dataset} {role} (seed {config.seed}, {config.epochs} epochs, {args.threads} thread(s))")
             t0 = time.perf_counter()
             net = train_classifier(train_set.images, train_set.labels, config, log=print)
@@ -217,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                                  threads=args.threads, weights_dir=folder)
             print(f"  test accuracy {acc:.4f}; wrote {saved} ({saved.stat().st_size / 1e6:.2f} MB, "
                   f"sha256 {file_sha256(saved)[:12]}...) in {time.perf_counter() - t0:.0f} s")
-            trained += 1
-    if trained == 0 and not any((folder / weights_filename(d, r)).exists() for d in datasets for r in roles):
+    if not plan and not args.dataset and not any((folder / weights_filename(d, r)).exists() or _shipped(d, r, folder)
+                                                 for d in DATASETS for r in roles):
         raise SystemExit("error: no dataset found to train on; point --data-root (or GAN_DATA_ROOT) at the data")
     return 0
 

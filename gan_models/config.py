@@ -7,10 +7,11 @@ not a silently ignored value; leaving it unset picks the usual default for its l
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NoReturn
 
 from .data import DATASETS
 from .losses import LOSSES, SAN_BASES
@@ -128,3 +129,11 @@ def known_fields(cls: type, values: Mapping[str, Any], *, what: str, error: type
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose own errors (unknown option, bad number, missing argument) end like every other
+    bad input of the project's CLIs: one ``error: ...`` line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -4,6 +4,8 @@
 
 Writes OUT/checkpoint.pt, OUT/config.json, OUT/loss_curve.png, OUT/samples.png. An existing
 checkpoint in OUT is never overwritten: pass --resume to continue it, or choose another OUT.
+Bad input (a bad flag or flag combination, an OUT that cannot be written, a missing device or
+dataset, a batch larger than the dataset) ends in one ``error:`` line before anything is written.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import json
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import ConfigError, TrainConfig
+from .checkpoint import CheckpointError, OutputDirError, check_writable_dir, load_checkpoint
+from .config import ConfigError, OneLineArgumentParser, TrainConfig
 from .data import DATA_ROOT_ENV, DataNotFoundError, load_images
 from .images import save_grid, save_loss_curve
-from .trainer import DivergenceError, train_gan
+from .trainer import DivergenceError, check_device, train_gan
 
 _ARG_TYPES = {"int": int, "float": float, "str": str}
+
+
+class _BadInput(Exception):
+    """A CLI-level bad input (a flag combination no config sees); its message is the error line."""
 
 
 def _arg_type(annotation: str) -> type:
@@ -29,20 +35,23 @@ def _arg_type(annotation: str) -> type:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gan_models.train", description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(prog="python -m gan_models.train", description=__doc__.split("\n\n")[0])
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if str(f.type) == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
         else:
-            p.add_argument(flag, type=_arg_type(f.type), default=None, metavar=f.name.upper(), help=f"default {f.default}")
+            p.add_argument(flag, type=_arg_type(f.type), default=None, metavar=f.name.upper(),
+                           help=f"default {f.default}")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--data-root", default=None, help=f"folder with MNIST/raw etc. (default ${DATA_ROOT_ENV})")
     p.add_argument("--download", action="store_true", help="download the dataset if absent (needs network)")
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt (which must exist)")
     p.add_argument("--checkpoint-every", type=int, default=500, metavar="K", help="save every K steps (default 500)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="print nothing while training")
+    p.add_argument("--progress-every", type=int, default=0, metavar="N",
+                   help="when stderr is not a terminal, a progress line every N steps (default: ~20 lines a run)")
     return p
 
 
@@ -51,29 +60,60 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({n: getattr(args, n) for n in names if getattr(args, n) is not None})
 
 
+def _check_resume(out: Path, ckpt: Path, resume: bool, config: TrainConfig) -> None:
+    """An existing checkpoint is continued only with --resume, and --resume needs one with this config."""
+    if ckpt.exists() and not resume:
+        raise _BadInput(f"{ckpt} already exists; pass --resume to continue it or choose another --out")
+    if not resume:
+        return
+    if not ckpt.is_file():
+        raise _BadInput(f"--resume: no checkpoint in {out} (expected {ckpt.name}); "
+                        f"drop --resume to start a new run there, or point --out at the run to continue")
+    saved, wanted = load_checkpoint(ckpt)["config"], config.to_dict()
+    changed = sorted(k for k in saved if k != "steps" and saved[k] != wanted.get(k))
+    if changed:
+        raise _BadInput(f"--resume with a different config than {ckpt} (differs in: {', '.join(changed)})")
+
+
+def _error_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"error: {text.splitlines()[0] if text else type(exc).__name__}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    ckpt = args.out / "checkpoint.pt"
-    try:
+    out: Path = args.out
+    ckpt = out / "checkpoint.pt"
+    try:  # every check comes first, and nothing is written until all pass
         config = config_from_args(args)
-        if ckpt.exists() and not args.resume:
-            raise SystemExit(f"error: {ckpt} already exists; pass --resume to continue it or choose another --out")
-        if args.resume and ckpt.exists():
-            saved, wanted = load_checkpoint(ckpt)["config"], config.to_dict()
-            changed = sorted(k for k in saved if k != "steps" and saved[k] != wanted.get(k))
-            if changed:
-                raise SystemExit(f"error: --resume with a different config than {ckpt} (differs in: {', '.join(changed)})")
+        if args.progress_every < 0:
+            raise _BadInput(f"--progress-every must be >= 0 steps (0: about 20 lines a run), got {args.progress_every}")
+        if args.checkpoint_every <= 0:
+            raise _BadInput(f"--checkpoint-every must be a positive number of steps, got {args.checkpoint_every}")
+        device = check_device(args.device, what="--device")
+        check_writable_dir(out, what="--out")
+        _check_resume(out, ckpt, args.resume, config)
         images = load_images(config.dataset, split="train", data_root=args.data_root, download=args.download).images
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        if config.batch_size > images.shape[0]:
+            raise _BadInput(f"--batch-size {config.batch_size} exceeds the {images.shape[0]} train images of "
+                            f"{config.dataset}; valid: 1 to {images.shape[0]}")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        except OSError as exc:
+            raise _BadInput(f"--out {out} cannot be written: {exc.strerror or exc}") from None
+    except (_BadInput, ConfigError, OutputDirError, DataNotFoundError, CheckpointError, ValueError) as exc:
+        raise SystemExit(_error_line(exc)) from None
+    try:
         result = train_gan(config, images_u8=images, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
-                           resume=args.resume, progress=False if args.no_progress else None, device=args.device)
-    except (ConfigError, DataNotFoundError, CheckpointError, DivergenceError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    save_grid(result.trainer.sample(64, seed=0), args.out / "samples.png")
-    save_loss_curve(result.history, args.out / "loss_curve.png")
-    print(f"trained {result.trainer.step} steps -> {ckpt}, {args.out / 'samples.png'}, {args.out / 'loss_curve.png'}")
+                           resume=args.resume, progress=not args.no_progress,
+                           progress_every=args.progress_every, device=device)
+    except (CheckpointError, DivergenceError) as exc:
+        raise SystemExit(_error_line(exc)) from None
+    save_grid(result.trainer.sample(64, seed=0), out / "samples.png")
+    save_loss_curve(result.history, out / "loss_curve.png")
+    print(f"trained {result.trainer.step} steps -> {ckpt}, {out / 'samples.png'}, {out / 'loss_curve.png'}")
     return 0
 
 

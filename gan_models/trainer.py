@@ -23,6 +23,32 @@ from .config import TrainConfig
 from .data import BatchSampler, load_images
 from .losses import clip_weights_, discriminator_objective, generator_objective
 from .networks import build_discriminator, build_generator, sample_latent
+from .progress import StepProgress
+
+
+def check_device(device: str | torch.device, *, what: str = "device") -> torch.device:
+    """A torch.device usable here, else a one-line ValueError naming the valid choices.
+
+    Checked before any work: a CUDA device without CUDA otherwise fails deep inside ``.to()``.
+    ``what`` names the value in the message (a CLI passes its flag, ``--device``).
+    """
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"invalid {what} {str(device)!r}; valid examples: cpu, cuda, cuda:0") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{what} {str(device)!r} requested but CUDA is not available; valid choices here: cpu")
+        count = torch.cuda.device_count()
+        if d.index is not None and d.index >= count:
+            raise ValueError(f"{what} {str(device)!r}: this machine has {count} CUDA device(s), "
+                             f"valid choices: cpu, cuda, cuda:0 to cuda:{count - 1}")
+    elif d.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{what} {str(device)!r} requested but MPS is not available; valid choices here: cpu")
+    elif d.type != "cpu":
+        raise ValueError(f"unsupported {what} {str(device)!r}; valid choices: cpu, cuda[:N], mps")
+    return d
 
 
 class DivergenceError(FloatingPointError):
@@ -45,7 +71,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, images_u8: Tensor, *, device: str | torch.device = "cpu"):
         self.config = config
-        self.device = torch.device(device)
+        self.device = check_device(device)
         torch.manual_seed(config.seed)  # network init, then dropout masks
         net = config.network
         self.G = build_generator(net).to(self.device)
@@ -185,27 +211,29 @@ def train_gan(
     callback: Callback | None = None,
     callback_every: int = 0,
     progress: bool | None = None,
+    progress_every: int = 0,
     device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Train ``config.steps`` generator steps.
 
     resume: continue from ``checkpoint_path`` if that file exists.
     callback: called every ``callback_every`` steps (and after the last); returning True stops.
-    progress: a tqdm bar; None means "only when stderr is a terminal".
+    progress: True reports progress on stderr (a bar on a terminal, else a line every
+    ``progress_every`` steps, default ~20 lines a run: images/s, losses, ETA); False never;
+    None (the library default) a bar only when stderr is a terminal.
     """
     if images_u8 is None:
         images_u8 = load_images(config.dataset, split="train", data_root=data_root).images
     trainer = Trainer(config, images_u8, device=device)
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
         trainer.load_state_dict(load_checkpoint(checkpoint_path, map_location=device))
-    bar = _progress_bar(config.steps, trainer.step, progress)
+    bar = _progress(config, trainer.step, progress, progress_every)
     stopped = False
     try:
         while trainer.step < config.steps:
             losses = trainer.train_step()
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss_d=f"{losses['loss_d']:.3f}", loss_g=f"{losses['loss_g']:.3f}", refresh=False)
+                bar.update(trainer.step, loss_d=losses["loss_d"], loss_g=losses["loss_g"])
             if checkpoint_path is not None and checkpoint_every and trainer.step % checkpoint_every == 0:
                 trainer.save(checkpoint_path)
             last = trainer.step == config.steps
@@ -220,14 +248,12 @@ def train_gan(
     return TrainResult(trainer=trainer, stopped_early=stopped, checkpoint=ckpt, history=trainer.history)
 
 
-def _progress_bar(total: int, initial: int, progress: bool | None):
+def _progress(config: TrainConfig, initial: int, progress: bool | None, every: int) -> StepProgress | None:
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+    return StepProgress(config.steps, initial=initial, every=every, images_per_step=config.batch_size)
 
 
 def _without_steps(config: dict) -> dict:

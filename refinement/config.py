@@ -2,7 +2,8 @@
 
 Which fields a method reads (the others keep their defaults and are not consulted):
 - DOT methods (target, latent, latent-image, embedded-target, embedded-latent): steps, lr,
-  optimizer, norm, delta, k_eff, k_eff_pairs, k_eff_repeats, clip_images; the latent ones also
+  optimizer, norm, delta, k_eff, k_eff_pairs, k_eff_repeats, clip_images; the embedded ones take
+  any k_eff but "gradient" (K_EFF_FOR_EMBEDDED); the latent ones also
   projection (normal prior only; a uniform prior is always clipped to [-1, 1]); the embedded
   ones also embedding.
 - ddls: steps, ddls_step_size, ddls_noise_scale, clip_images.
@@ -29,7 +30,8 @@ METHODS: dict[str, str] = {
 }
 OPTIMIZERS = ("sgd", "adam")
 NORMS = ("l2", "squared-l2")
-K_EFF_CHOICES = ("estimate", "mean-of-max", "one")
+K_EFF_CHOICES = ("estimate", "mean-of-max", "one", "gradient")
+K_EFF_FOR_EMBEDDED = ("estimate", "mean-of-max", "one")  # no gradient of D in an embedding space
 PROJECTIONS = ("exact", "tanaka", "none")
 
 
@@ -59,7 +61,7 @@ class RefineConfig:
     norm: str = "l2"
     delta: float = 0.001  # added to every coordinate of the cost's difference (keeps ||.|| differentiable at 0)
     k_eff: str = "estimate"
-    k_eff_pairs: int = 100  # sample pairs per maximum (Tanaka: 100)
+    k_eff_pairs: int = 100  # sample pairs per maximum (Tanaka: 100); "gradient": generated points and interpolates
     k_eff_repeats: int = 10  # maxima averaged by "mean-of-max"
     projection: str = "exact"
     clip_images: bool = True  # clip refined images to the data range [-1, 1]
@@ -91,6 +93,10 @@ class RefineConfig:
             raise RefineConfigError(f"clip_images must be a bool, got {self.clip_images!r}")
         if not isinstance(self.embedding, str) or not self.embedding:
             raise RefineConfigError(f"embedding must be a feature-space name, got {self.embedding!r}")
+        if self.k_eff == "gradient" and self.embedded:
+            raise RefineConfigError(f"k_eff 'gradient' needs an image or latent cost space; method {self.method!r} "
+                                    f"measures its cost in embedding space, where D has no gradient (D is a function "
+                                    f"of x, not of E(x)); use one of {', '.join(K_EFF_FOR_EMBEDDED)}")
 
     @property
     def moves_latent(self) -> bool:

@@ -10,6 +10,7 @@ differentiable at the start point, where the difference is exactly zero.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import Tensor, nn
@@ -38,22 +39,43 @@ COST_SPACES: dict[str, str] = {
 }
 
 
-def cost_position(method: str, generator: nn.Module, embedder: nn.Module | None) -> Callable[[Tensor], Tensor]:
-    """The map z [B, d] -> the point of G(z) in the space where ``method`` measures its cost.
+@dataclass(frozen=True, eq=False)
+class CostPosition:
+    """The map z [B, d] -> the point of G(z) in the space where a method measures its cost (callable).
 
-    The K_eff estimate takes its denominators ||p(z) - p(z')|| in this same space, so that
-    D / K_eff is (empirically) 1-Lipschitz with respect to the cost that DOT pays.
+    The K_eff estimators take their distances (pairs) or gradients in this same space, so that
+    D / K_eff is scaled against the cost that DOT pays. ``critic`` gives D as a function of a point
+    of this space, which the gradient estimator differentiates: D itself for image costs, D o G for
+    latent costs; there is none for embedding costs, since D is a function of x, not of E(x).
     """
+
+    space: str
+    generator: nn.Module
+    embedder: nn.Module | None = None
+
+    def __call__(self, z: Tensor) -> Tensor:
+        if self.space == "latent":
+            return z
+        x = self.generator(z)
+        return x if self.space == "image" else self.embedder(x)
+
+    def critic(self, discriminator: nn.Module) -> Callable[[Tensor], Tensor] | None:
+        """p -> D at the point p of this space, [B, ...] -> [B]; None for the embedding space."""
+        if self.space == "image":
+            return lambda x: discriminator(x).reshape(-1)
+        if self.space == "latent":
+            return lambda z: discriminator(self.generator(z)).reshape(-1)
+        return None
+
+
+def cost_position(method: str, generator: nn.Module, embedder: nn.Module | None) -> CostPosition:
+    """The map z [B, d] -> the point of G(z) in the space where ``method`` measures its cost."""
     if method not in COST_SPACES:
         raise ValueError(f"method {method!r} has no transport cost; valid choices: {', '.join(COST_SPACES)}")
     space = COST_SPACES[method]
-    if space == "latent":
-        return lambda z: z
-    if space == "image":
-        return generator
-    if embedder is None:
+    if space == "embedding" and embedder is None:
         raise ValueError(f"method {method!r} needs an embedding network")
-    return lambda z: embedder(generator(z))
+    return CostPosition(space, generator, embedder)
 
 
 def pairwise_distance(a: Tensor, b: Tensor) -> Tensor:

@@ -3,7 +3,9 @@
   H(v) = c(P(v) - P(v_0) + delta) - D(x(v)) / K_eff
 
 where v is what moves (the image x, or the latent z with x = G(z)), P maps v into the space of
-the transport cost c (see refinement.costs) and K_eff normalises D to be ~1-Lipschitz there.
+the transport cost c (see refinement.costs) and K_eff, measured in that same space, rescales D
+against the cost (see refinement.lipschitz: only the gradient estimate approaches D's Lipschitz
+constant; the pair estimate is a lower bound that can be far below it).
 
 Everything is batched over samples, and every sample's objective is its own: the gradient is
 taken of the SUM over the batch, so that each row receives exactly dH_i/dv_i (a mean would
@@ -13,6 +15,7 @@ so it keeps the rows independent too; refined samples do not depend on how they 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,7 +24,7 @@ from torch import Tensor, nn
 
 from .config import RefineConfig
 from .costs import transport_cost
-from .projection import constrain_latent, project_gradient
+from .projection import constrain_latent, project_gradient, sphere_radius
 
 ADAM_BETA2 = 0.9  # Tanaka: Adam(beta1=0, beta2=0.9)
 ADAM_EPS = 1e-8
@@ -32,16 +35,21 @@ class RefineState:
     """Per-sample tensors of a run; row i belongs to sample i alone.
 
     v: what moves, z [B, d] or x [B, ...]; anchor: the fixed start in the cost's space
-    (None for DDLS); second_moment: Adam's running mean of g^2 (None for SGD/DDLS).
+    (None for DDLS); second_moment: Adam's running mean of g^2 (None for SGD/DDLS); radius:
+    ||z_0|| [B, 1], the sphere the "exact" projection keeps z on (None otherwise).
     """
 
     v: Tensor
     anchor: Tensor | None = None
     second_moment: Tensor | None = None
+    radius: Tensor | None = None
+
+    def tensors(self) -> dict[str, Tensor | None]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def rows(self, start: int, stop: int) -> "RefineState":
         """Views of rows [start, stop): updating them in place updates this state."""
-        return RefineState(*(None if t is None else t[start:stop] for t in (self.v, self.anchor, self.second_moment)))
+        return RefineState(**{k: None if t is None else t[start:stop] for k, t in self.tensors().items()})
 
     def __len__(self) -> int:
         return self.v.shape[0]
@@ -136,10 +144,14 @@ class DotRefiner:
             y = self.generator(z_y)
             v, anchor = y.clone(), (y if method == "target" else self.embedder(y))
         moment = torch.zeros_like(v) if self.config.optimizer == "adam" else None
-        return RefineState(v=v, anchor=anchor, second_moment=moment)
+        radius = (sphere_radius(z_y, prior=self.latent_prior, projection=self.config.projection)
+                  if self.config.moves_latent else None)
+        return RefineState(v=v, anchor=anchor, second_moment=moment, radius=radius)
 
     def step(self, state: RefineState, t: int, noise: Tensor | None = None) -> None:
-        """Update ``state`` in place with the t-th step (t >= 1): v <- constrain(v - eps * direction(g))."""
+        """Update ``state`` in place with the t-th step (t >= 1): v <- constrain(v - eps * direction(g)),
+        where constrain clips images, clips a uniform latent into the cube, or retracts a normal latent
+        onto its starting sphere ||z|| = ||z_0|| ("exact" projection)."""
         v = state.v.detach().requires_grad_(True)
         with torch.enable_grad():
             # g_i = dH_i/dv_i, from the gradient of sum_i H_i(v_i); inputs=[v]: no parameter gradients
@@ -150,7 +162,9 @@ class DotRefiner:
                 g = project_gradient(g, state.v, prior=self.latent_prior, projection=self.config.projection)
             new = state.v - self.config.lr * self._direction(g, state, t)
             if self.config.moves_latent:
-                new = constrain_latent(new, prior=self.latent_prior)
+                # exact projection: z <- ||z_0|| z / ||z||; uniform prior: z <- clip(z, -1, 1)
+                new = constrain_latent(new, prior=self.latent_prior, projection=self.config.projection,
+                                       radius=state.radius)
             elif self.config.clip_images:
                 new = new.clamp(-1.0, 1.0)
             state.v.copy_(new)

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Protocol
 
-import torch
 from torch import Tensor, nn
 
-from gan_models import sample_latent
-
 from .config import RefineConfig
-from .costs import cost_position
 from .ddls import LangevinRefiner
 from .dot import OBJECTIVES, DotRefiner, RefineState
-from .lipschitz import estimate_k_eff, latent_ratio_sampler
+from .lipschitz import k_eff_in_cost_space
 
 
 class Refiner(Protocol):
@@ -46,16 +41,5 @@ def make_refiner(config: RefineConfig, generator: nn.Module, discriminator: nn.M
                                    embedder=embedder)
 
 
-def k_eff_for(config: RefineConfig, generator: nn.Module, discriminator: nn.Module, *, latent_dim: int,
-              latent_prior: str, embedder: nn.Module | None = None, seed: int = 0,
-              device: str | torch.device = "cpu") -> float:
-    """The K_eff that ``config.method`` divides D by, measured in the space of its transport cost
-    (image space for target DOT, latent space for latent DOT, ...); NaN for DDLS, which uses none.
-    Pairs come from their own RNG stream (``seed``), independent of the refined samples."""
-    if config.method == "ddls":
-        return math.nan
-    rng = torch.Generator().manual_seed(seed)
-    draw_latent = lambda m: sample_latent(m, latent_dim, latent_prior, generator=rng, device=device)  # noqa: E731
-    position = cost_position(config.method, generator, embedder)
-    draw = latent_ratio_sampler(generator, discriminator, position, draw_latent)
-    return estimate_k_eff(config.k_eff, draw, pairs=config.k_eff_pairs, repeats=config.k_eff_repeats)
+# K_eff in the space of a method's transport cost: one function, in lipschitz.py
+k_eff_for = k_eff_in_cost_space

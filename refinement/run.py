@@ -6,6 +6,11 @@ Writes DIR/samples.pt (refined images), samples.png, frontier.parquet (one row p
 frontier.png, precision_recall.png, strip.png and result.json. Results are assembled in a
 temporary folder beside DIR and moved into place at the end, so an interrupted or failed run
 never leaves partial results in DIR; an existing non-empty DIR is refused unless --overwrite.
+
+Bad input ends in one ``error:`` line before any work: an unreadable checkpoint, a DIR that cannot
+be written, a missing device, --score-steps beyond --steps, and a flag the chosen method (or
+--no-score) would ignore, such as --embedding with --method latent. The evaluator of a dataset
+other than MNIST (and the embedding of embedded DOT) comes from --evaluator-dir, see evaluation.score.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ from pathlib import Path
 import torch
 
 from gan_models import CheckpointError, DataNotFoundError, load_models
+from gan_models.checkpoint import OutputDirError, check_writable_dir
+from gan_models.config import OneLineArgumentParser
 from gan_models.data import DATA_ROOT_ENV
+from gan_models.progress import StepProgress
+from gan_models.trainer import check_device
 
 from .config import K_EFF_CHOICES, METHODS, NORMS, OPTIMIZERS, PROJECTIONS, RefineConfig, RefineConfigError
 from .results import save_result
@@ -28,11 +37,31 @@ from .trajectory import DEFAULT_SCORE_STEPS, check_scorable, refine
 
 _TYPES = {"int": int, "float": float, "str": str}
 # shown in --help; validated (with the same lists in the message) by RefineConfig
-_CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "norm": NORMS, "k_eff": K_EFF_CHOICES, "projection": PROJECTIONS}
+_CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "norm": NORMS, "k_eff": K_EFF_CHOICES,
+            "projection": PROJECTIONS}
+
+# The RefineConfig fields each method reads (refinement.dot / refinement.ddls); a flag for any other
+# field would be silently ignored, so the CLI refuses it. "method" and "steps" apply to all.
+_DOT_FIELDS = ("lr", "optimizer", "norm", "delta", "k_eff", "k_eff_pairs", "k_eff_repeats")
+METHOD_FIELDS: dict[str, tuple[str, ...]] = {
+    "target": (*_DOT_FIELDS, "clip_images"),
+    "latent": (*_DOT_FIELDS, "projection"),
+    "latent-image": (*_DOT_FIELDS, "projection"),
+    "embedded-target": (*_DOT_FIELDS, "clip_images", "embedding"),
+    "embedded-latent": (*_DOT_FIELDS, "projection", "embedding"),
+    "ddls": ("ddls_step_size", "ddls_noise_scale"),
+}
+# --k-eff choice -> the K_eff fields it reads (refinement.lipschitz); a choice not listed here is
+# assumed to read both, so that a new estimator is never refused its own flags
+_K_EFF_FIELDS = {"estimate": ("k_eff_pairs",), "mean-of-max": ("k_eff_pairs", "k_eff_repeats"), "one": (),
+                 "gradient": ("k_eff_pairs",)}
+# scoring flag -> its default; the parser's default is None so that an explicit flag is told apart
+# (and refused with --no-score, which would ignore it)
+_SCORING_DEFAULTS = {"features": "classifier", "metrics": None, "n_real": 10000, "cache_dir": None, "data_root": None}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m refinement.run", description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(prog="python -m refinement.run", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="a gan_models checkpoint (generator and discriminator)")
     for f in dataclasses.fields(RefineConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -43,30 +72,76 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, type=_TYPES[str(f.type)], default=None, metavar=f.name.upper(),
                            help=f"default {f.default}{extra}")
     p.add_argument("--out", required=True, type=Path, help="output folder (refused if non-empty, see --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new results are complete")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out once the new results are complete")
     p.add_argument("--n", type=int, default=10000, help="samples to refine and score (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latents (K_eff pairs and DDLS noise use seed+1, seed+2)")
-    p.add_argument("--score-steps", default=",".join(map(str, DEFAULT_SCORE_STEPS)),
-                   help="comma-separated steps to score (the final step is always scored)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the latents (K_eff pairs and DDLS noise use seed+1, seed+2)")
+    p.add_argument("--score-steps", default=None,
+                   help=f"comma-separated steps to score, each <= --steps (default: those of "
+                        f"{','.join(map(str, DEFAULT_SCORE_STEPS))} within --steps); the final step is always scored")
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--features", default="classifier", help="comma-separated scoring feature spaces (first gives fid etc.)")
-    p.add_argument("--metrics", default="fid,prdc,class", help="metric groups to compute")
-    p.add_argument("--n-real", type=int, default=10000, help="real test images the scores compare with")
+    p.add_argument("--features", default=None,
+                   help="comma-separated scoring feature spaces, first gives fid etc. (default classifier)")
+    p.add_argument("--metrics", default=None,
+                   help="metric groups to compute (default fid,prdc and, with a classifier space, class)")
+    p.add_argument("--n-real", type=int, default=None, help="real test images the scores compare with (default 10000)")
     p.add_argument("--cache-dir", default=None, help="real-statistics cache folder (evaluation's default if unset)")
-    p.add_argument("--no-score", action="store_true", help="refine without an evaluator (trajectory has D and displacement only)")
+    p.add_argument("--evaluator-dir", default=None,
+                   help="trained evaluators and embeddings of datasets the package does not ship "
+                        "(default $GAN_EVALUATOR_DIR or ~/.cache/gan-refine-search/evaluators)")
+    p.add_argument("--no-score", action="store_true",
+                   help="refine without an evaluator (trajectory has D and displacement only)")
     p.add_argument("--data-root", default=None, help=f"folder with MNIST/raw etc. (default ${DATA_ROOT_ENV})")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or lines while refining")
     return p
 
 
-def _score_steps(text: str) -> tuple[int, ...]:
+def _score_steps(text: str | None, steps: int) -> tuple[int, ...]:
+    """The explicit --score-steps (each within [0, --steps]), else the defaults that fall within --steps."""
+    if text is None:
+        return tuple(s for s in DEFAULT_SCORE_STEPS if s <= steps)
     try:
-        steps = tuple(int(s) for s in text.split(",") if s.strip())
+        chosen = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise SystemExit(f"error: --score-steps must be comma-separated integers, got {text!r}") from None
-    if not steps or min(steps) < 0:
+    if not chosen or min(chosen) < 0:
         raise SystemExit(f"error: --score-steps must be integers >= 0, got {text!r}")
-    return steps
+    beyond = [s for s in chosen if s > steps]
+    if beyond:
+        raise SystemExit(f"error: --score-steps {','.join(map(str, beyond))} beyond --steps {steps}; "
+                         f"valid: 0 to {steps}")
+    return chosen
+
+
+def _flag(name: str) -> str:
+    flag = "--" + name.replace("_", "-")
+    bools = [f.name for f in dataclasses.fields(RefineConfig) if str(f.type) == "bool"]
+    return f"{flag}/--no-{flag[2:]}" if name in bools else flag
+
+
+def _check_applicable(args: argparse.Namespace, config: RefineConfig) -> None:
+    """Refuse flags that the chosen method, K_eff choice or --no-score would silently ignore."""
+    # only fields the table knows are checked: a field or method added later is never refused by omission
+    listed = {f for fields in METHOD_FIELDS.values() for f in fields}
+    given = [f.name for f in dataclasses.fields(RefineConfig) if f.name in listed and getattr(args, f.name) is not None]
+    used = METHOD_FIELDS.get(config.method, listed)
+    for name in given:
+        if name not in used:
+            users = [m for m, fields in METHOD_FIELDS.items() if name in fields]
+            raise SystemExit(f"error: {_flag(name)} does not apply to --method {config.method}; "
+                             f"it is used by: {', '.join(users)}")
+        if name in ("k_eff_pairs", "k_eff_repeats") and name not in _K_EFF_FIELDS.get(config.k_eff, (name,)):
+            users = [k for k, fields in _K_EFF_FIELDS.items() if name in fields]
+            raise SystemExit(f"error: {_flag(name)} does not apply to --k-eff {config.k_eff}; "
+                             f"it is used by --k-eff {' or '.join(users)}")
+    if args.no_score:
+        extra = [_flag(n) for n in _SCORING_DEFAULTS if getattr(args, n) is not None]
+        if args.evaluator_dir is not None and not config.embedded:
+            extra.append("--evaluator-dir")
+        if extra:
+            raise SystemExit(f"error: {', '.join(extra)} only apply to scoring; drop them or drop --no-score")
 
 
 def _config(args: argparse.Namespace) -> RefineConfig:
@@ -81,20 +156,35 @@ def _config(args: argparse.Namespace) -> RefineConfig:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: --out {out} exists and is not a folder")
+    """OUT must be writable (or creatable) and empty unless --overwrite; the temp folder beside it
+    needs OUT's parent writable too. Checked before any work, since results are written at the end."""
+    try:
+        check_writable_dir(out, what="--out")
+        if out.is_dir():
+            check_writable_dir(out.parent, what="--out's parent folder")
+    except OutputDirError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SystemExit(f"error: --out {out} is not empty; pass --overwrite to replace it or choose another folder")
 
 
 def _device(name: str) -> torch.device:
     try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise SystemExit(f"error: invalid --device {name!r}; valid examples: cpu, cuda, cuda:0") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} requested but CUDA is not available; use --device cpu")
-    return device
+        return check_device(name, what="--device")
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _embedder(config: RefineConfig, dataset: str, evaluator_dir: str | None, device: torch.device):
+    """E for the embedded methods, its classifier found like the evaluator's (shipped, then --evaluator-dir)."""
+    from evaluation import ROLES, feature_extractor, resolve_classifier
+    from evaluation.features import check_feature_space
+
+    backbone = check_feature_space(config.embedding).backbone
+    weights = None
+    if backbone in ROLES:  # a classifier: resolved (and sha256-checked against its manifest) here
+        weights = resolve_classifier(dataset, backbone, evaluator_dir=evaluator_dir).path
+    return feature_extractor(config.embedding, dataset=dataset, device=device, weights=weights)
 
 
 def _publish(tmp: Path, out: Path) -> None:
@@ -107,10 +197,12 @@ def _publish(tmp: Path, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = _config(args)
-    score_steps = _score_steps(args.score_steps)
+    _check_applicable(args, config)
+    score_steps = _score_steps(args.score_steps, config.steps)
     for name in ("n", "batch_size", "n_real"):
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise SystemExit(f"error: {_flag(name)} must be a positive integer, got {value}")
     _check_out(args.out, args.overwrite)
     if not args.no_score:
         try:
@@ -126,26 +218,43 @@ def main(argv: list[str] | None = None) -> int:
         if net is None:
             raise SystemExit(f"error: checkpoint {args.checkpoint} has no {role}; method {config.method!r} "
                              f"refines the generator's samples with the discriminator and needs both")
+    if args.projection is not None and models.config.latent_prior != "normal":
+        raise SystemExit(f"error: --projection applies only to a normal latent prior; {args.checkpoint} has prior "
+                         f"{models.config.latent_prior!r}, whose latents are always clipped to [-1, 1]")
 
-    evaluator = None
+    evaluator = embedder = None
     try:
         if not args.no_score:
             from evaluation import Evaluator
+            from evaluation.cache import resolve_cache_dir
+            from evaluation.score import default_metrics
 
-            evaluator = Evaluator(dataset=models.config.dataset, features=args.features, n_real=args.n_real,
-                                  data_root=args.data_root, cache_dir=args.cache_dir, metrics=args.metrics,
-                                  device=device)
+            check_writable_dir(resolve_cache_dir(args.cache_dir), what="--cache-dir")
+            features = [f.strip() for f in (args.features or _SCORING_DEFAULTS["features"]).split(",") if f.strip()]
+            evaluator = Evaluator(dataset=models.config.dataset, features=features,
+                                  n_real=args.n_real or _SCORING_DEFAULTS["n_real"], data_root=args.data_root,
+                                  cache_dir=args.cache_dir, metrics=args.metrics or default_metrics(features),
+                                  device=device, evaluator_dir=args.evaluator_dir)
             evaluator.prepare()  # real statistics now: a missing dataset fails before any refinement work
+        if config.embedded:
+            embedder = _embedder(config, models.config.dataset, args.evaluator_dir, device)
 
         def report(row: dict) -> None:
             shown = {k: row[k] for k in ("step", "fid", "precision", "recall", "d_mean") if k in row}
             print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()),
                   file=sys.stderr, flush=True)
 
-        result = refine(models.generator, models.discriminator, config, latent_dim=models.config.latent_dim,
-                        latent_prior=models.config.latent_prior, n=args.n, seed=args.seed, evaluator=evaluator,
-                        score_steps=score_steps, batch_size=args.batch_size, device=device,
-                        dataset=models.config.dataset, on_score=report)
+        # a bar on a terminal, else a line per step: images/s and ETA (scoring time excluded from neither)
+        progress = StepProgress(config.steps, mode="off" if args.no_progress else "auto", every=1,
+                                label="refine step", images_per_step=args.n)
+        try:
+            result = refine(models.generator, models.discriminator, config, latent_dim=models.config.latent_dim,
+                            latent_prior=models.config.latent_prior, n=args.n, seed=args.seed, evaluator=evaluator,
+                            score_steps=score_steps, batch_size=args.batch_size, device=device,
+                            embedder=embedder, dataset=models.config.dataset, on_score=report,
+                            on_step=progress.update)
+        finally:
+            progress.close()
     except (ValueError, DataNotFoundError, OSError) as exc:
         raise SystemExit(f"error: {str(exc).strip().splitlines()[0]}") from None
 

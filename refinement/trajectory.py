@@ -23,7 +23,8 @@ from gan_models import sample_latent
 from .config import RefineConfig
 from .costs import pairwise_distance
 from .dot import RefineState
-from .refiners import Refiner, k_eff_for, make_refiner
+from .lipschitz import k_eff_in_cost_space
+from .refiners import Refiner, make_refiner
 
 DEFAULT_SCORE_STEPS = (0, 1, 2, 5, 10, 20)
 METRIC_COLUMNS = ("fid", "precision", "recall", "density", "coverage", "class_coverage", "class_kl")
@@ -96,7 +97,7 @@ def _cat_states(parts: list[RefineState]) -> RefineState:
         first = getattr(parts[0], name)
         return None if first is None else torch.cat([getattr(p, name) for p in parts])
 
-    return RefineState(v=cat("v"), anchor=cat("anchor"), second_moment=cat("second_moment"))
+    return RefineState(**{name: cat(name) for name in parts[0].tensors()})
 
 
 @torch.no_grad()
@@ -128,6 +129,8 @@ def refine(
     latents: Tensor | None = None,
     strip_size: int = 8,
     on_score: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    real_images: Tensor | None = None,
 ) -> RefineResult:
     """Refine n samples G(z_y), z_y drawn from ``latent_prior`` with ``seed`` (or given as ``latents``).
 
@@ -135,7 +138,11 @@ def refine(
     of the images), displacement (mean ||x - y||_2 from the unrefined image), seconds (refinement
     time so far, scoring excluded), and with an evaluator every key of ``evaluator.score``.
     ``embedder``: E for the embedded methods; None loads ``evaluation.feature_extractor(config.embedding)``.
-    ``on_score(row)`` is called after each scored step (e.g. to report to a tracker or pruner).
+    ``on_score(row)`` is called after each scored step (e.g. to report to a tracker or pruner);
+    ``on_step(t)`` after every refinement step t >= 1 (e.g. to show progress).
+    ``real_images``: real samples [N, 1, 28, 28] as floats in [-1, 1], read only by ``k_eff="gradient"``
+    for its real/generated interpolates in image space; without them it interpolates between
+    generated samples (see refinement.lipschitz).
     """
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -157,8 +164,9 @@ def refine(
         embedder = feature_extractor(config.embedding, dataset=dataset, device=str(device))
 
     with _inference_mode(generator, discriminator, embedder):
-        k_eff = k_eff_for(config, generator, discriminator, latent_dim=latent_dim, latent_prior=latent_prior,
-                          embedder=embedder, seed=seed + 1, device=device)
+        k_eff = k_eff_in_cost_space(config, generator, discriminator, latent_dim=latent_dim,
+                                    latent_prior=latent_prior, embedder=embedder, seed=seed + 1, device=device,
+                                    real_images=real_images)
         refiner = make_refiner(config, generator, discriminator, latent_prior=latent_prior, k_eff=k_eff,
                                embedder=embedder)
         state = _cat_states([refiner.start(z_y[i:j]) for i, j in _batches(n, batch_size)])
@@ -176,6 +184,8 @@ def refine(
                 for i, j in _batches(n, batch_size):
                     refiner.step(state.rows(i, j), t, None if noise is None else noise[i:j])
                 elapsed += time.perf_counter() - began
+                if on_step is not None:
+                    on_step(t)
             if t not in steps_to_score:
                 continue
             images = start_images if t == 0 else _all_images(refiner, state, batch_size)

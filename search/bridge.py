@@ -34,9 +34,9 @@ from .messages import FailedReport, FinalReport, TrainReport, parse_result
 from .samplers import make_pruner, make_sampler
 from .space import Narrowing
 from .studies import get_study
-from .tracking import StudyRun, end_trial_run, find_trial_run
+from .tracking import StudyRun, end_trial_run, find_trial_run, log_study_summary
 
-RUNTIME = ("_study", "live", "pruned", "fail_reasons", "last_step", "run_ids", "asked")
+RUNTIME = ("_study", "live", "pruned", "fail_reasons", "last_step", "run_ids", "asked", "progress")
 INT_ATTRS = ("best_step", "n_final")  # whole numbers among a FinalReport's metrics
 
 
@@ -62,6 +62,7 @@ class StudyLink:
     last_step: dict[str, int] = field(default_factory=dict, repr=False)
     run_ids: dict[str, str] = field(default_factory=dict, repr=False)
     asked: int = 0
+    progress: Any = field(default=None, repr=False)  # search.progress.StudyProgress, fed as trials go
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the tuner's config (and with it this object) into its experiment state; the
@@ -71,7 +72,7 @@ class StudyLink:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._study, self.live, self.pruned, self.fail_reasons, self.last_step, self.run_ids = None, {}, {}, {}, {}, {}
-        self.asked = 0
+        self.asked, self.progress = 0, None
 
     @property
     def optuna_study(self) -> optuna.Study:
@@ -93,11 +94,18 @@ class StudyLink:
             self.run_ids[ray_trial_id] = report.mlflow_run_id
         if isinstance(report, TrainReport):
             self.last_step[ray_trial_id] = report.step
+            if self.progress is not None and ray_trial_id in self.live:
+                self.progress.trial_step(self.live[ray_trial_id].number, report.step)
         return report
 
     def close_run(self, ray_trial_id: str, trial: optuna.Trial, state: str, tags: Mapping[str, Any]) -> None:
-        """End the trial's MLflow run with the state Optuna recorded. A tracking hiccup here must not
-        stop the study: it is reported, and the next --resume reconciles the run from Optuna."""
+        """End the trial's MLflow run with the state Optuna recorded, print its line and update the
+        study's summary on the parent run. A tracking hiccup here must not stop the study: it is
+        reported, and the next --resume reconciles the run from Optuna."""
+        if self.progress is not None:
+            frozen = self.optuna_study._storage.get_trial(trial._trial_id)
+            steps = frozen.user_attrs.get("train_steps", self.last_step.get(ray_trial_id, 0))
+            self.progress.trial_finished(trial.number, state, frozen.values, int(steps))
         try:
             run_id = self.run_ids.get(ray_trial_id)
             if run_id is None:
@@ -105,8 +113,9 @@ class StudyLink:
                 run_id = found.info.run_id if found is not None else None
             if run_id is not None:
                 end_trial_run(self.study_run, run_id, state, tags)
+            log_study_summary(self.study_run, self.optuna_study, self.definition, get_budget(self.budget))
         except Exception as exc:  # noqa: BLE001 - any tracking failure; the study goes on
-            print(f"warning: could not close the MLflow run of trial {trial.number}: {exc}", file=sys.stderr)
+            print(f"warning: could not update MLflow for trial {trial.number}: {exc}", file=sys.stderr)
 
 
 class OptunaSearcher(Searcher):

@@ -14,8 +14,6 @@ Where the study runs decides what is acceptable:
 
 from __future__ import annotations
 
-import os
-import tempfile
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -44,24 +42,14 @@ class Placement:
 # --- pure checks: nothing running, nothing written ------------------------------------------------
 
 
-def nearest_existing(path: Path) -> Path:
-    p = path
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
 def check_writable_folder(path: Path, what: str) -> None:
     """``path`` is (or can be created as) a folder we may write into; creates nothing."""
-    if path.exists() and not path.is_dir():
-        raise PreflightError(f"{what} {path} is an existing file, not a folder; pass another folder")
-    base = nearest_existing(path)
-    if not base.is_dir():
-        raise PreflightError(f"{what} {path} cannot be created: {base} is a file")
-    try:  # permission bits do not stop root, and /proc or a read-only mount ignore them: try it
-        os.rmdir(tempfile.mkdtemp(prefix=".search-preflight-", dir=base))
-    except OSError as exc:
-        raise PreflightError(f"{what} {path} is not writable: {exc.strerror} in {base}") from None
+    from gan_models.checkpoint import OutputDirError, check_writable_dir
+
+    try:
+        check_writable_dir(path, what=what)
+    except OutputDirError as exc:
+        raise PreflightError(str(exc)) from None
 
 
 def check_storage_path(storage_path: str, placement: Placement) -> None:

@@ -102,6 +102,35 @@ def plot_front(table: pd.DataFrame, front: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def plot_intermediate(study: optuna.Study):
+    """Every trial's intermediate FID curve; a pruned curve dashed, with an x where it was cut."""
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    drawn = 0
+    for t in study.get_trials(deepcopy=False):
+        if not t.intermediate_values:
+            continue
+        steps = sorted(t.intermediate_values)
+        values = [t.intermediate_values[s] for s in steps]
+        pruned = t.state == TrialState.PRUNED
+        line, = ax.plot(steps, values, "--" if pruned else "-", lw=1.2, alpha=0.8 if pruned else 1.0,
+                        label=f"trial {t.number}" + (f" (pruned at {steps[-1]})" if pruned else f" ({t.state.name.lower()})"))
+        if pruned:
+            ax.plot(steps[-1], values[-1], "x", ms=9, mew=2, c=line.get_color())
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise ValueError("no trial has reported an intermediate FID yet")
+    ax.set_yscale("log")
+    ax.set_xlabel("generator step")
+    ax.set_ylabel("intermediate FID")
+    ax.set_title("intermediate FID per trial (dashed, x: pruned there)")
+    ax.grid(alpha=0.3)
+    if drawn <= 20:
+        ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
 def optuna_plots(study: optuna.Study, study_def: Study, folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
     """Optuna's matplotlib plots; a plot that cannot be drawn yet (e.g. importances need two
     complete trials with varying params) is listed in the second dict with the reason."""
@@ -117,7 +146,7 @@ def optuna_plots(study: optuna.Study, study_def: Study, folder: Path) -> tuple[d
         jobs[f"importance_{name}"] = lambda target=target, name=name: ovm.plot_param_importances(
             study, target=target, target_name=name)
     if study_def.prunable:
-        jobs["intermediate_fid"] = lambda: ovm.plot_intermediate_values(study)
+        jobs["intermediate_fid"] = lambda: plot_intermediate(study)
     if study_def.multi_objective:
         jobs["pareto_front_optuna"] = lambda: ovm.plot_pareto_front(study, target_names=list(study_def.objectives))
     paths, skipped = {}, {}
@@ -155,3 +184,31 @@ def write_study_report(study: optuna.Study, study_def: Study, folder: Path) -> t
     plots, skipped = optuna_plots(study, study_def, folder)
     paths.update(plots)
     return paths, skipped
+
+
+def study_summary(study: optuna.Study, study_def: Study, steps_per_trial: int) -> dict:
+    """The study at a glance, for its parent MLflow run: metrics, and tags naming the best trial(s)."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    spent = sum(int(t.user_attrs.get("train_steps", 0)) for t in finished)
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in finished if t.datetime_complete is not None]
+    metrics = {f"n_{state.lower()}": float(n) for state, n in counts.items()}
+    metrics.update(steps_spent=float(spent), steps_unpruned=float(len(finished) * steps_per_trial))
+    if starts and ends:
+        metrics["wall_time_s"] = (max(ends) - min(starts)).total_seconds()
+    tags: dict[str, str] = {}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trials if study_def.multi_objective else [study.best_trial]
+        if not study_def.multi_objective:
+            metrics[f"best_{study_def.objectives[0]}"] = float(best[0].value)
+            metrics["best_trial"] = float(best[0].number)
+        tags["best.trials"] = ",".join(str(t.number) for t in best)
+        tags["best.mlflow_run_ids"] = ",".join(str(t.user_attrs.get("mlflow_run_id", "")) for t in best)
+        tags.update({f"best.params.{k}": repr(v) if isinstance(v, float) else str(v)
+                     for k, v in best[0].params.items()})
+    return {"metrics": metrics, "tags": tags}

@@ -65,7 +65,8 @@ class SearchOptions:
     download: bool = True
     resume: bool = False
     runs_dir: str = DEFAULT_RUNS_DIR
-    verbose: int = 1
+    verbose: int = 0  # 0: our status line and one line per trial; 1: Ray Tune's own tables and logs too
+    progress_every_s: float = 30.0  # the status line's period when stdout is not a terminal
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,8 @@ def _check_numbers(opts: SearchOptions) -> None:
         raise SearchError(f"--max-failures must be >= 0, got {opts.max_failures}")
     if opts.num_cpus is not None and opts.num_cpus <= 0:
         raise SearchError(f"--num-cpus must be a positive integer, got {opts.num_cpus}")
+    if not opts.progress_every_s > 0:
+        raise SearchError(f"--progress-every must be > 0 seconds, got {opts.progress_every_s:g}")
     if opts.trials is not None and opts.trials <= 0:
         raise SearchError(f"--trials must be a positive integer, got {opts.trials}")
 
@@ -437,7 +440,7 @@ def open_stores(plan: StudyPlan, stores: Stores) -> OpenStudy:
 
     from .resume import DRIVER_ATTR, driver_record, finished_trials, reconcile_runs, recover_stale_trials
     from .samplers import make_pruner, make_sampler
-    from .tracking import TrackingError, open_study_run
+    from .tracking import TrackingError, describe_study_run, open_study_run
 
     s = plan.settings
     stores.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -449,6 +452,8 @@ def open_stores(plan: StudyPlan, stores: Stores) -> OpenStudy:
             "optuna_storage": stores.storage, "seed": str(s.seed), "dataset": s.dataset})
     except TrackingError as exc:
         raise SearchError(str(exc)) from None
+    describe_study_run(study_run, description=study_description(plan), params={
+        k: v for k, v in s.to_dict().items() if k not in ("trials", "narrowing")})
     sampler = make_sampler(s.sampler, seed=s.seed, n_trials=s.trials)
     pruner = make_pruner(s.pruner, plan.budget)
     if plan.resume:
@@ -476,6 +481,18 @@ def open_stores(plan: StudyPlan, stores: Stores) -> OpenStudy:
     return OpenStudy(study=study, study_run=study_run, session=session, remaining=remaining, notes=notes)
 
 
+def study_description(plan: StudyPlan) -> str:
+    """The parent run's description in the MLflow UI (markdown)."""
+    s, d = plan.settings, plan.study_def
+    goal = ", ".join(f"{direction} {o}" for o, direction in zip(d.objectives, d.directions))
+    narrowed = ", ".join(f"{k}={v}" for k, v in s.narrowing.items()) or "none"
+    return (f"**{plan.name}**: study `{d.name}`, {d.description}.\n\n"
+            f"Objective: {goal}. Budget `{s.budget}`, {s.trials} trials, sampler `{s.sampler}`, pruner `{s.pruner}`, "
+            f"seed {s.seed}, dataset `{s.dataset}`; space narrowed by: {narrowed}.\n\n"
+            f"Each trial is a nested run; the study's tables and plots are this run's `study/` artifacts, "
+            f"and its metrics (counts, best objective, steps) are updated as trials finish.")
+
+
 # --- 6. the trials --------------------------------------------------------------------------------------
 
 
@@ -483,7 +500,8 @@ def run_trials(opts: SearchOptions, plan: StudyPlan, stores: Stores, opened: Ope
     """Ray Tune runs the remaining trials; returns True when they all ran (False: interrupted)."""
     from .bridge import StudyLink
     from .payload import TrialContext, TrialPayload
-    from .resume import reconcile_runs, recover_stale_trials
+    from .progress import StudyProgress
+    from .resume import finished_trials, reconcile_runs, recover_stale_trials
     from .tracking import end_study_run
 
     s = plan.settings
@@ -494,6 +512,10 @@ def run_trials(opts: SearchOptions, plan: StudyPlan, stores: Stores, opened: Ope
     link = StudyLink(storage=stores.storage, study_name=plan.name, study=s.study, narrowing=plan.narrowing,
                      sampler=s.sampler, pruner=s.pruner, seed=s.seed, budget=s.budget, n_trials=s.trials,
                      n_to_run=opened.remaining, study_run=opened.study_run, _study=opened.study)
+    link.progress = StudyProgress(
+        name=plan.name, n_trials=s.trials, n_before=dict(Counter(t.state.name for t in finished_trials(opened.study))),
+        steps_per_trial=plan.budget.steps, objectives=plan.study_def.objectives,
+        directions=plan.study_def.directions, every_s=opts.progress_every_s)
     completed = False
     try:
         if opened.remaining > 0:
@@ -501,9 +523,11 @@ def run_trials(opts: SearchOptions, plan: StudyPlan, stores: Stores, opened: Ope
                 f"trials to run (sampler {s.sampler}, pruner {s.pruner}, seed {s.seed})")
             _tuner(opts, link, payload, name=plan.name, session=opened.session,
                    storage_path=stores.storage_path).fit()
+            link.progress.refresh(force=True)
         # Ray returns normally after a Ctrl-C too: trials it cut off are still live in the link
         completed = not link.live and link.asked >= link.n_to_run
     finally:
+        link.progress.close()
         # trials cut off by Ctrl-C or a crash are settled now (a SIGKILL leaves them to --resume)
         cut = recover_stale_trials(opened.study)
         reconcile_runs(opened.study, opened.study_run)
@@ -540,6 +564,7 @@ def _tuner(opts: SearchOptions, link, payload, *, name: str, session: int, stora
             reuse_actors=True,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
+            callbacks=[link.progress],
             # one Ray experiment per driver session; the study's record is Optuna's storage
             name=f"{name}-session{session:03d}", storage_path=storage_path, verbose=opts.verbose,
             # only a lost worker raises here: a trial's own errors end it as FAIL (trial.py)
@@ -554,8 +579,9 @@ def _tuner(opts: SearchOptions, link, payload, *, name: str, session: int, stora
 def report(plan: StudyPlan, stores: Stores, opened: OpenStudy, *, completed: bool, resume_command: str,
            notes: list[str]) -> StudyOutcome:
     from .report import best_trials, trials_table, write_study_report
-    from .tracking import end_study_run, log_study_artifacts
+    from .tracking import end_study_run, log_study_artifacts, log_study_summary
 
+    log_study_summary(opened.study_run, opened.study, plan.study_def, plan.budget)
     report_dir = stores.runs_dir / "studies" / plan.name
     _, skipped = write_study_report(opened.study, plan.study_def, report_dir)
     log_study_artifacts(opened.study_run, report_dir)
@@ -652,7 +678,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail instead of downloading the dataset when it is absent")
     p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="folder of the default stores (default runs)")
     p.add_argument("--resume", action="store_true", help="continue the study named by --name/--study")
-    p.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
+    p.add_argument("--verbose", action="store_true",
+                   help="also Ray Tune's status tables and the trials' own logs (default: one status line and "
+                        "one line per finished trial)")
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
+    p.add_argument("--progress-every", dest="progress_every_s", type=float, default=30.0,
+                   help="seconds between status lines when stdout is not a terminal (default 30)")
     return p
 
 
@@ -663,8 +694,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(list_studies())
         return 0
-    opts = SearchOptions(**{k: v for k, v in vars(args).items() if k not in ("list_studies", "quiet")},
-                         verbose=0 if args.quiet else 1)
+    opts = SearchOptions(**{k: v for k, v in vars(args).items() if k not in ("list_studies", "quiet", "verbose")},
+                         verbose=1 if args.verbose and not args.quiet else 0)
+    if not opts.verbose:  # Ray Tune's legacy reporter honours verbose=0; the new one prints its tables anyway
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Optuna's storage is the study's record; Ray's experiment snapshots after each checkpoint are a
     # convenience, and their "snapshotting too often" warning is noise for this CLI
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

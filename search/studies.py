@@ -2,8 +2,13 @@
 
 Parameters are conditional where the math is: λ_GP exists only under wgan-gp, the clip value only
 under wgan, SAN's base loss only under san; refinement options exist only in studies that refine,
-the radial projection only for a latent method under a normal prior, image clipping only for a
-method that moves images. Optuna therefore never records a value that the run did not use.
+the radial projection only for a latent method under a normal prior. Optuna therefore never records
+a value that the run did not use.
+
+No study proposes a configuration that fails after training (tests/search/test_search_space_validity.py
+draws from every study with every sampler and runs the trial's checks): image clipping is not searched,
+since the evaluator rejects images outside [-1, 1] and a trial always scores (clip_images stays True);
+k_eff "gradient" is offered only where the cost lives in image or latent space, not to embedded DOT.
 """
 
 from __future__ import annotations
@@ -43,10 +48,11 @@ DOT_SPECS: dict[str, ParamSpec] = {
     "refine_lr": FloatRange(1e-3, 0.3, log=True),
     "refine_optimizer": Categorical(("sgd", "adam")),
     "refine_norm": Categorical(("l2", "squared-l2")),
-    "k_eff": Categorical(("estimate", "mean-of-max", "one")),
+    "k_eff": Categorical(("estimate", "mean-of-max", "one", "gradient")),
     "projection": Categorical(("exact", "tanaka")),
-    "clip_images": Categorical((True, False)),
 }
+# embedded DOT measures its cost in a feature space, where D has no gradient (refinement.lipschitz)
+EMBEDDED_K_EFF = Categorical(("estimate", "mean-of-max", "one"))
 
 DDLS_SPECS: dict[str, ParamSpec] = {
     "refine_steps": IntRange(1, 20),
@@ -74,7 +80,8 @@ def gan_space(s: SpaceSampler) -> dict[str, Any]:
         p["clip_value"] = s("clip_value")
     if p["loss"] == "san":
         p["san_base"] = s("san_base")
-    for name in ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "spectral_norm", "dropout", "latent_prior", "batch_size"):
+    for name in ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "spectral_norm", "dropout", "latent_prior",
+                 "batch_size"):
         p[name] = s(name)
     return p
 
@@ -82,9 +89,8 @@ def gan_space(s: SpaceSampler) -> dict[str, Any]:
 def _dot_options(s: SpaceSampler, p: dict[str, Any]) -> dict[str, Any]:
     for name in ("refine_steps", "refine_lr", "refine_optimizer", "refine_norm", "k_eff"):
         p[name] = s(name)
-    if p["refine_method"] in IMAGE_METHODS:
-        p["clip_images"] = s("clip_images")
-    elif p["latent_prior"] == "normal":  # a uniform prior is clipped to [-1, 1] instead
+    if p["refine_method"] not in IMAGE_METHODS and p["latent_prior"] == "normal":
+        # a uniform prior is clipped to [-1, 1] instead; image methods always clip images (scored)
         p["projection"] = s("projection")
     return p
 
@@ -148,8 +154,8 @@ def _dot_specs(methods: tuple[str, ...]) -> dict[str, ParamSpec]:
     specs = {**GAN_SPECS, **DOT_SPECS}
     if len(methods) > 1:
         specs["refine_method"] = Categorical(methods)
-    if not any(m in IMAGE_METHODS for m in methods):
-        del specs["clip_images"]
+    if any(m.startswith("embedded-") for m in methods):
+        specs["k_eff"] = EMBEDDED_K_EFF
     if all(m in IMAGE_METHODS for m in methods):
         del specs["projection"]
     return specs
@@ -170,13 +176,14 @@ STUDIES: dict[str, Study] = {
         ),
         _dot_study("dot_latent", "gan's space + latent DOT (latent or image-space cost, lr, steps, K_eff, "
                    "optimiser); objective: FID after refinement", ("latent", "latent-image")),
-        _dot_study("dot_target", "gan's space + target-space DOT (lr, steps, K_eff, optimiser, clipping); "
+        _dot_study("dot_target", "gan's space + target-space DOT (lr, steps, K_eff, optimiser); "
                    "objective: FID after refinement", ("target",)),
         _dot_study("dot_embedded", "gan's space + embedded DOT in the second classifier's features (target or "
                    "latent); objective: FID after refinement", ("embedded-target", "embedded-latent")),
         Study(
             name="ddls",
-            description="gan's space + Langevin latent sampling (step size, noise, steps); objective: FID after refinement",
+            description="gan's space + Langevin latent sampling (step size, noise, steps); "
+                        "objective: FID after refinement",
             specs={**GAN_SPECS, **DDLS_SPECS}, space=ddls_space, objectives=("fid",), directions=("minimize",),
         ),
         Study(
@@ -221,9 +228,15 @@ def train_config(params: Mapping[str, Any], *, budget: Budget, seed: int, datase
 
 
 def refine_config(params: Mapping[str, Any]):
-    """The refiner's config from a trial's params, or None for a study that does not refine."""
+    """The refiner's config from a trial's params, or None for a study that does not refine.
+
+    A trial refines with an evaluator, so the config is also held to what refine() checks with one
+    (refinement.trajectory.check_scorable): the trial fails here, before training, not after it."""
     if "refine_method" not in params:
         return None
     from refinement import RefineConfig
+    from refinement.trajectory import check_scorable
 
-    return RefineConfig.from_dict({REFINE_FIELDS[k]: v for k, v in params.items() if k in REFINE_FIELDS})
+    config = RefineConfig.from_dict({REFINE_FIELDS[k]: v for k, v in params.items() if k in REFINE_FIELDS})
+    check_scorable(config)
+    return config

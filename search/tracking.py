@@ -181,6 +181,32 @@ def end_trial_run(study_run: StudyRun, run_id: str, state: str, tags: Mapping[st
     c.set_terminated(run_id, status=RUN_STATUS.get(state, "KILLED"))
 
 
+def describe_study_run(study_run: StudyRun, *, description: str, params: Mapping[str, Any]) -> None:
+    """The parent run's description (shown on its page in the UI) and the study's fixed settings."""
+    from mlflow.entities import Param, RunTag
+
+    c = client(study_run.tracking_uri)
+    logged = c.get_run(study_run.parent_run_id).data.params
+    new = [Param(k, _as_param(v)) for k, v in params.items() if k not in logged]  # params never change
+    c.log_batch(study_run.parent_run_id, params=new, tags=[RunTag("mlflow.note.content", description)])
+
+
+def log_study_summary(study_run: StudyRun, study, study_def, budget) -> None:
+    """The study at a glance on its parent run: counts, best objective(s) and trial, steps, wall time.
+    Metrics are logged at step = finished trials, so each is a curve over the study's course."""
+    from mlflow.entities import Metric, RunTag
+
+    from .report import study_summary
+
+    summary = study_summary(study, study_def, budget.steps)
+    step = int(sum(summary["metrics"].get(k, 0.0) for k in ("n_complete", "n_pruned", "n_fail")))
+    ts = _now_ms()
+    client(study_run.tracking_uri).log_batch(
+        study_run.parent_run_id,
+        metrics=[Metric(k, v, ts, step) for k, v in finite_metrics(summary["metrics"]).items()],
+        tags=[RunTag(k, v[:5000]) for k, v in summary["tags"].items()])
+
+
 def end_study_run(study_run: StudyRun, status: str) -> None:
     client(study_run.tracking_uri).set_terminated(study_run.parent_run_id, status=status)
 

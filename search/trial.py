@@ -25,7 +25,7 @@ from typing import Any, Mapping, Protocol
 
 import torch
 
-from gan_models import DivergenceError, save_checkpoint, train_gan
+from gan_models import DivergenceError, save_checkpoint, to_float, train_gan
 from gan_models.images import save_grid
 
 from .budgets import Budget, get_budget
@@ -202,7 +202,8 @@ def _score_final(payload: TrialPayload, budget: Budget, trainer, refine_cfg, run
         result = refine(G, D, refine_cfg, latent_dim=trainer.config.latent_dim, latent_prior=trainer.config.latent_prior,
                         n=budget.n_final, seed=ctx.seed, evaluator=evaluator,
                         score_steps=budget.refine_score_steps(refine_cfg.steps), batch_size=budget.refine_batch_size,
-                        device=device, dataset=ctx.dataset, embedder=embedder)
+                        device=device, dataset=ctx.dataset, embedder=embedder,
+                        real_images=_real_sample(payload, refine_cfg.k_eff_pairs, ctx.seed).to(device))
         traj = result.trajectory
         before = traj.loc[traj["step"] == 0].iloc[0].to_dict()
         after = traj.loc[traj["step"] == refine_cfg.steps].iloc[0].to_dict()
@@ -217,6 +218,13 @@ def _score_final(payload: TrialPayload, budget: Budget, trainer, refine_cfg, run
     metrics.update({f"{k}_before": float(before[k]) for k in BEFORE_METRICS})
     metrics.update(best_step=float(best_step), k_eff=k_eff, n_final=float(after["n_fake"]))
     return metrics, str(after["evaluator"]), str(after["evaluator_sha256"])
+
+
+def _real_sample(payload: TrialPayload, n: int, seed: int) -> torch.Tensor:
+    """n training images, float [n, 1, 28, 28] in [-1, 1]: the real ends of K_eff's interpolates."""
+    images = payload.train_images
+    idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return to_float(images[idx])
 
 
 def ray_trainable(config: dict[str, Any], *, payload: TrialPayload) -> None:

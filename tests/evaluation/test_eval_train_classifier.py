@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from test_eval_datasets import write_idx_dataset
+
 from evaluation import load_classifier, resolve_classifier
-from evaluation.train_classifier import ClassifierTrainConfig, accuracy, main, random_shift, save_weights, train_classifier
+from evaluation.classifier import EVALUATOR_DIR_ENV, MANIFEST_NAME
+from evaluation.train_classifier import (
+    ClassifierTrainConfig,
+    accuracy,
+    main,
+    random_shift,
+    save_weights,
+    train_classifier,
+)
 
 
 def _train(images, labels, seed):
@@ -48,16 +58,34 @@ def test_random_shift_moves_content_and_keeps_background():
     assert ((rows - 14).abs() <= 2).all() and ((cols - 14).abs() <= 2).all()
 
 
+def test_batch_larger_than_the_training_set_is_refused(mnist_train):
+    with pytest.raises(ValueError, match="batch_size 128 exceeds the 100 training images; valid: 1 to 100"):
+        train_classifier(mnist_train.images[:100], mnist_train.labels[:100], ClassifierTrainConfig())
+
+
 def test_cli_with_absent_dataset_exits_with_one_line(tmp_path):
     with pytest.raises(SystemExit, match="error: kmnist data not found"):
-        main(["--dataset", "kmnist", "--data-root", str(tmp_path), "--weights-dir", str(tmp_path / "w")])
+        main(["--dataset", "kmnist", "--data-root", str(tmp_path), "--evaluator-dir", str(tmp_path / "w")])
     assert not (tmp_path / "w").exists()
 
 
-def test_cli_keeps_existing_weights_without_force(tmp_path, data_root, capsys):
+def test_cli_keeps_existing_weights_without_force(tmp_path, capsys):
+    root = write_idx_dataset(tmp_path / "data", "kmnist", n_train=100, n_test=50)
     folder = tmp_path / "w"
     folder.mkdir()
-    (folder / "mnist-classifier.pt").write_bytes(b"keep me")
-    main(["--dataset", "mnist", "--roles", "classifier", "--data-root", str(data_root), "--weights-dir", str(folder)])
-    assert (folder / "mnist-classifier.pt").read_bytes() == b"keep me"
+    (folder / "kmnist-classifier.pt").write_bytes(b"keep me")
+    main(["--dataset", "kmnist", "--roles", "classifier", "--data-root", str(root), "--evaluator-dir", str(folder)])
+    assert (folder / "kmnist-classifier.pt").read_bytes() == b"keep me"
     assert "use --force" in capsys.readouterr().out
+    main(["--dataset", "kmnist", "--roles", "classifier", "--data-root", str(root), "--evaluator-dir", str(folder),
+          "--epochs", "1", "--batch-size", "50", "--force"])
+    assert resolve_classifier("kmnist", evaluator_dir=folder).path == folder / "kmnist-classifier.pt"
+
+
+def test_cli_writes_to_the_evaluator_dir_from_the_environment(tmp_path, monkeypatch):
+    root = write_idx_dataset(tmp_path / "data", "fashion-mnist", n_train=100, n_test=50)
+    monkeypatch.setenv(EVALUATOR_DIR_ENV, str(tmp_path / "env-evaluators"))
+    assert main(["--dataset", "fashion-mnist", "--data-root", str(root), "--epochs", "1", "--batch-size", "50"]) == 0
+    assert sorted(p.name for p in (tmp_path / "env-evaluators").iterdir()) == [
+        "fashion-mnist-classifier-alt.pt", "fashion-mnist-classifier.pt", MANIFEST_NAME]
+    assert resolve_classifier("fashion-mnist", "classifier-alt").path.parent == tmp_path / "env-evaluators"

@@ -15,7 +15,8 @@ def run(args, data_root, **kw):
 
 def test_cli_writes_checkpoint_curve_grid_and_resumes(tmp_path, data_root):
     out = tmp_path / "run"
-    r = run(["--loss", "wgan-gp", "--n-critic", "2", "--steps", "4", "--batch-size", "16", "--out", str(out)], data_root)
+    args = ["--loss", "wgan-gp", "--n-critic", "2", "--batch-size", "16", "--out", str(out)]
+    r = run([*args, "--steps", "4"], data_root)
     assert r.returncode == 0, r.stderr
     for name in ("checkpoint.pt", "samples.png", "loss_curve.png", "config.json"):
         assert (out / name).is_file(), name
@@ -24,14 +25,13 @@ def test_cli_writes_checkpoint_curve_grid_and_resumes(tmp_path, data_root):
     assert ckpt["step"] == 4
 
     before = (out / "checkpoint.pt").read_bytes()
-    again = run(["--loss", "wgan-gp", "--n-critic", "2", "--steps", "4", "--batch-size", "16", "--out", str(out)], data_root)
+    again = run([*args, "--steps", "4"], data_root)
     assert again.returncode != 0
     assert again.stderr.strip().splitlines() == [f"error: {out / 'checkpoint.pt'} already exists; "
                                                  "pass --resume to continue it or choose another --out"]
     assert (out / "checkpoint.pt").read_bytes() == before
 
-    more = run(["--loss", "wgan-gp", "--n-critic", "2", "--steps", "6", "--batch-size", "16", "--out", str(out),
-                "--resume"], data_root)
+    more = run([*args, "--steps", "6", "--resume"], data_root)
     assert more.returncode == 0, more.stderr
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 6
 

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from gan_models import CheckpointError, ConfigError, TrainConfig, load_checkpoint, load_models, save_checkpoint
+from gan_models import CheckpointError, ConfigError, TrainConfig, Trainer, load_checkpoint, load_models, save_checkpoint
+from gan_models.checkpoint import OutputDirError, check_writable_dir
+from gan_models.trainer import check_device
 
 
 def test_defaults_follow_the_loss():
@@ -75,7 +77,8 @@ def test_foreign_torch_file_is_rejected(tmp_path):
 def test_checkpoint_refuses_arbitrary_pickles(tmp_path):
     import pathlib  # any class outside torch's weights-only allow-list stands in for a malicious pickle
 
-    torch.save({"format": "gan-refine-search/checkpoint/v1", "config": pathlib.PurePosixPath("x")}, tmp_path / "evil.pt")
+    evil = {"format": "gan-refine-search/checkpoint/v1", "config": pathlib.PurePosixPath("x")}
+    torch.save(evil, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="corrupt or unreadable"):
         load_checkpoint(tmp_path / "evil.pt")
 
@@ -87,3 +90,33 @@ def test_checkpoint_without_generator_loads_as_none(tmp_path):
     save_checkpoint(tmp_path / "d.pt", {"config": TrainConfig().to_dict(), "step": 3, "discriminator": D.state_dict()})
     loaded = load_models(tmp_path / "d.pt")
     assert loaded.generator is None and loaded.discriminator is not None and loaded.step == 3
+
+
+@pytest.mark.parametrize("content", [b"hello, I am a text file\n", bytes(range(256)) * 8, b""])
+def test_text_or_random_bytes_are_not_a_checkpoint(tmp_path, content):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="is corrupt or unreadable: not a torch archive") as err:
+        load_models(path)
+    assert "\n" not in str(err.value)
+
+
+def test_check_writable_dir_probes_and_creates_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert check_writable_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert check_writable_dir(tmp_path) == tmp_path
+    for bad, message in ((tmp_path / "file", "exists and is not a folder"),
+                         (tmp_path / "file" / "sub", "cannot be created: .*file is a file, not a folder"),
+                         ("/proc/gan-refine-search-test", "is not writable: cannot create files in /proc")):
+        with pytest.raises(OutputDirError, match=message):
+            check_writable_dir(bad, what="--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_device_is_checked_before_any_work(mnist_train):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    with pytest.raises(ValueError, match="device 'cuda' requested but CUDA is not available; valid choices here: cpu"):
+        Trainer(TrainConfig(batch_size=8), mnist_train.images[:16], device="cuda")
+    with pytest.raises(ValueError, match="invalid device 'gpu'; valid examples: cpu, cuda, cuda:0"):
+        check_device("gpu")

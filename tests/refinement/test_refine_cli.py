@@ -35,9 +35,9 @@ def _fails(argv, capsys=None) -> str:
 def test_cli_end_to_end(checkpoint, tmp_path, data_root):
     out = tmp_path / "refined"
     env = {**os.environ, "GAN_DATA_ROOT": str(data_root), "GAN_EVAL_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "refinement.run", str(checkpoint), "--method", "latent", "--steps", "3", "--lr", "0.01",
-           "--k-eff", "estimate", "--n", "60", "--n-real", "300", "--score-steps", "0,1,2", "--batch-size", "32",
-           "--out", str(out)]
+    cmd = [sys.executable, "-m", "refinement.run", str(checkpoint), "--method", "latent", "--steps", "3",
+           "--lr", "0.01", "--k-eff", "estimate", "--n", "60", "--n-real", "300", "--score-steps", "0,1,2",
+           "--batch-size", "32", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for name in ("samples.pt", "samples.png", "frontier.parquet", "frontier.png", "precision_recall.png", "strip.png",

@@ -65,8 +65,8 @@ def test_adam_first_step_is_lr_times_sign_of_the_gradient():
 
 @pytest.mark.parametrize("method", ["latent", "latent-image", "embedded-latent"])
 def test_normal_prior_exact_projection_keeps_the_norm(method):
-    # G = identity in 16-D, D = a.z: the critic's gradient has a first-order radial part that the
-    # exact projection removes, leaving ||z|| to change at second order only
+    # G = identity in 16-D, D = a.z: the critic's gradient has a first-order radial part; the exact
+    # projection removes it from the gradient and retracts each step onto the sphere ||z|| = ||z_0||
     a = torch.randn(16, generator=torch.Generator().manual_seed(2))
     a = a / a.norm()
     embed = LinearMap(torch.eye(16) + 0.1 * torch.randn(16, 16, generator=torch.Generator().manual_seed(3)))
@@ -76,12 +76,8 @@ def test_normal_prior_exact_projection_keeps_the_norm(method):
     refiner = make_refiner(cfg, Identity(), LinearCritic(a), latent_prior="normal", k_eff=1.0, embedder=embed)
     state = refiner.start(z)
     for t in range(1, 21):
-        before = state.v.clone()
         refiner.step(state, t)
-        # a tangent SGD step is orthogonal to z (Pythagoras): ||z'||^2 = ||z||^2 + ||z' - z||^2
-        expected = (before * before).sum(1) + ((state.v - before) ** 2).sum(1)
-        assert torch.allclose((state.v * state.v).sum(1), expected, rtol=1e-5)
-    assert torch.allclose(state.v.norm(dim=1), norms, rtol=5e-3)
+        assert torch.allclose(state.v.norm(dim=1), norms, rtol=1e-6, atol=0)
     assert float((state.v - z).norm(dim=1).mean()) > 0.2  # it did move
     # without the projection the same run changes the norm at first order: by far more
     free = _run(make_refiner(cfg.replace(projection="none"), Identity(), LinearCritic(a), latent_prior="normal",
@@ -105,7 +101,8 @@ def test_target_clips_images_to_the_data_range():
     critic = LinearCritic(torch.full((4,), 0.5))
     state = _run(make_refiner(cfg, Identity(), critic, latent_prior="normal", k_eff=0.1), y, 3)
     assert float(state.v.max()) == 1.0
-    free = _run(make_refiner(cfg.replace(clip_images=False), Identity(), critic, latent_prior="normal", k_eff=0.1), y, 3)
+    free = _run(make_refiner(cfg.replace(clip_images=False), Identity(), critic, latent_prior="normal", k_eff=0.1),
+                y, 3)
     assert float(free.v.max()) > 1.0
 
 

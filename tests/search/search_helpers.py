@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.loopback_cluster import free_port, stop_process_group  # noqa: F401 - re-exported to the tests
 
 PY = sys.executable
 
@@ -27,24 +26,6 @@ def run_cli(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float =
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
-    """Stop a process this test started in its own session, and its children."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout)
 
 
 def optuna_trials(storage: str, name: str):

@@ -111,6 +111,19 @@ def test_complete_pruned_failed_and_errored_trials(tmp_path, uri):
     assert {n: (r.info.status, r.data.tags["optuna.state"]) for n, r in runs.items()} == {
         0: ("FINISHED", "COMPLETE"), 1: ("FINISHED", "PRUNED"), 2: ("FAILED", "FAIL"), 3: ("FAILED", "FAIL")}
     assert runs[2].data.tags["fail_reason"] == reason and runs[1].data.tags["pruned_at_step"] == "25"
+    # the study at a glance on its parent run, updated as each trial ended
+    from mlflow import MlflowClient
+
+    c = MlflowClient(uri)
+    parent = c.get_run(link.study_run.parent_run_id).data
+    assert {k: parent.metrics[k] for k in ("n_complete", "n_pruned", "n_fail", "best_fid", "best_trial")} == {
+        "n_complete": 1.0, "n_pruned": 1.0, "n_fail": 2.0, "best_fid": 110.0, "best_trial": 0.0}
+    # steps spent: 100 (complete) + 25 (pruned) + 0 + 0, against 4 unpruned trials of the smoke budget
+    assert parent.metrics["steps_spent"] == 125.0 and parent.metrics["steps_unpruned"] == 400.0
+    assert parent.tags["best.trials"] == "0" and parent.tags["best.mlflow_run_ids"] == run0
+    assert parent.tags["best.params.loss"] == c0["params"]["loss"]
+    curve = sorted((m.step, m.value) for m in c.get_metric_history(link.study_run.parent_run_id, "n_fail"))
+    assert curve == [(1, 0.0), (2, 0.0), (3, 1.0), (4, 2.0)]  # one point per finished trial
 
 
 def test_multi_objective_reports_nothing_to_a_pruner_and_tells_both_values(tmp_path, uri):

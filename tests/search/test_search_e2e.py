@@ -16,6 +16,7 @@ from search.budgets import BUDGETS
 
 from search_helpers import GOOD_CONFIG, SMOKE_SPACE, artifact_paths, mlflow_runs, optuna_trials, run_cli, write
 
+pytestmark = pytest.mark.slow
 SMOKE = BUDGETS["smoke"]
 # learns nothing in 100 steps: tiny learning rates and a crippled WGAN critic
 POOR_CONFIG = {**GOOD_CONFIG, "loss": "wgan", "clip_value": 0.001, "lr_g": 1e-5, "lr_d": 1e-5}

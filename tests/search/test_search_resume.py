@@ -132,3 +132,20 @@ def test_trials_table_mixed_types_write_to_parquet(tmp_path):
     table.to_parquet(tmp_path / "t.parquet")
     back = pd.read_parquet(tmp_path / "t.parquet")
     assert list(back["state"]) == ["COMPLETE", "COMPLETE"] and list(back["value_0"]) == [1.0, 2.0]
+
+
+def test_intermediate_fid_plot_marks_pruned_curves_where_they_were_cut():
+    from search.report import plot_intermediate
+
+    study = optuna.create_study()
+    for values, state in (({25: 300.0, 50: 200.0, 75: 150.0}, TrialState.COMPLETE), ({25: 500.0, 50: 480.0},
+                                                                                     TrialState.PRUNED)):
+        t = study.ask()
+        for step, v in values.items():
+            t.report(v, step)
+        study.tell(t, 150.0 if state == TrialState.COMPLETE else None, state=state)
+    ax = plot_intermediate(study)
+    styles = [(tuple(line.get_xdata()), line.get_linestyle(), line.get_marker()) for line in ax.get_lines()]
+    assert styles == [((25, 50, 75), "-", "None"), ((25, 50), "--", "None"), ((50,), "None", "x")]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["trial 0 (complete)", "trial 1 (pruned at 50)"]

@@ -1,4 +1,7 @@
-"""A loopback Ray cluster whose worker nodes cannot see the driver's files.
+"""A loopback Ray cluster whose worker nodes cannot see the driver's files, and an MLflow server.
+
+Used by the multi-node tests and ``benchmarks.cluster_scaling`` to run the cluster path on one
+machine as it runs on a real cluster.
 
 The head starts with ``--num-cpus 0`` (no trial runs beside the driver). Each worker node is
 ``ray start --address`` inside its own mount namespace (``unshare -m``) with an empty tmpfs over
@@ -10,17 +13,23 @@ shared disk. Everything listens on 127.0.0.1; processes are stopped by process i
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search_helpers import free_port
-
 RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def can_isolate() -> str | None:
@@ -80,6 +89,7 @@ class LoopbackCluster:
     hidden: list[Path]  # folders the worker nodes must not see
     env: dict[str, str]
     temp_dir: Path  # Ray's session folder: short, for its Unix sockets
+    head_cpus: int = 0  # 0: only the driver runs beside the head, every trial goes to a worker node
     port: int = field(default_factory=free_port)
     nodes: list[Node] = field(default_factory=list)
     head: Node | None = None
@@ -92,14 +102,14 @@ class LoopbackCluster:
         """The head, in the foreground of its own session so that it is stopped by process id."""
         log = self.root / "head.log"
         proc = subprocess.Popen([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
-                                 "--num-cpus", "0", "--num-gpus", "0", "--include-dashboard", "false",
+                                 "--num-cpus", str(self.head_cpus), "--num-gpus", "0", "--include-dashboard", "false",
                                  "--temp-dir", str(self.temp_dir), "--disable-usage-stats", "--block"],
                                 env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
         self.head = Node("head", proc, log)
         return self.head
 
     def add_node(self, name: str, cpus: int = 1) -> Node:
-        mounts = " && ".join(f"mount -t tmpfs none {shlex_quote(p)}" for p in self.hidden)
+        mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(p))}" for p in self.hidden)
         # nodes on one machine: every port its own, or the second node's agents cannot bind
         ports = " ".join(f"--{flag} {free_port()}" for flag in (
             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
@@ -148,7 +158,38 @@ def stop_node(node: Node, timeout: float = 30) -> None:
         node.proc.wait(timeout)
 
 
-def shlex_quote(p: Path) -> str:
-    import shlex
+def start_mlflow_server(root: Path, env: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` on 127.0.0.1 over a SQLite store, proxying artifacts kept under ``root``."""
+    import requests
 
-    return shlex.quote(str(p))
+    port = free_port()
+    log = (root / "mlflow-server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(uri + "/health", timeout=2).status_code == 200:
+                return proc, uri
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process_group(proc)
+            raise RuntimeError(f"mlflow server did not start: {(root / 'mlflow-server.log').read_text()[-2000:]}")
+        time.sleep(1)
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop a process started in its own session, and its children."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)

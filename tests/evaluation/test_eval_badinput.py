@@ -1,0 +1,104 @@
+"""python -m evaluation.score and python -m evaluation.train_classifier, in a real process: each bad
+input is one `error:` line on stderr, a non-zero exit, and nothing left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_eval_datasets import write_idx_dataset
+
+from gan_models import TrainConfig, Trainer
+
+NO_CUDA = not torch.cuda.is_available()
+UNWRITABLE = "/proc/gan-refine-search-test/dir"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, mnist_train) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    trainer = Trainer(TrainConfig(steps=2, batch_size=16, seed=0), mnist_train.images[:256])
+    for _ in range(2):
+        trainer.train_step()
+    trainer.save(path)
+    return path
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def _run_bad(module: str, argv: list[str], folder: Path, expected: str) -> None:
+    """Run ``module`` in ``folder`` (holding FILE, a text file, and RANDOM, random bytes) and check the contract."""
+    (folder / "FILE").write_text("not a checkpoint, not a folder\n")
+    (folder / "RANDOM").write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
+                                                  dtype=torch.uint8).numpy().tobytes())
+    before = _tree(folder)
+    proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=folder, capture_output=True, text=True,
+                          timeout=300)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert expected in lines[0]
+    assert _tree(folder) == before
+
+
+# (id, arguments, text the error line must contain); CKPT is a real checkpoint. "--cache-dir CACHE"
+# (a fresh path, which must stay uncreated) is added unless the case gives its own --cache-dir.
+SCORE_CASES = [
+    ("text-file-as-checkpoint", ["FILE"], "checkpoint FILE is corrupt or unreadable: not a torch archive"),
+    ("random-bytes-as-checkpoint", ["RANDOM"], "checkpoint RANDOM is corrupt or unreadable: not a torch archive"),
+    ("missing-checkpoint", ["nope.pt"], "checkpoint not found: nope.pt"),
+    ("cache-dir-is-a-file", ["CKPT", "--cache-dir", "FILE"], "--cache-dir FILE exists and is not a folder"),
+    ("cache-dir-under-a-file", ["CKPT", "--cache-dir", "FILE/cache"], "cannot be created: FILE is a file"),
+    ("cache-dir-unwritable", ["CKPT", "--cache-dir", UNWRITABLE], f"--cache-dir {UNWRITABLE} is not writable"),
+    ("device-without-cuda", ["CKPT", "--device", "cuda" if NO_CUDA else "cuda:99"],
+     "requested but CUDA is not available" if NO_CUDA else "CUDA device(s)"),
+    ("n-zero", ["CKPT", "--n", "0"], "--n must be a positive integer, got 0"),
+    ("batch-size-zero", ["CKPT", "--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    ("n-real-beyond-the-split", ["CKPT", "--n", "50", "--n-real", "20000"], "n_real=20000 exceeds the 10000 images"),
+    ("unknown-feature-space", ["CKPT", "--features", "classifier,inception"],
+     "unknown feature space(s) 'inception'; valid choices: classifier, logits, pixel, vgg16"),
+    ("unknown-metric", ["CKPT", "--metrics", "fid,is"], "valid choices: fid, prdc, class"),
+    ("option-for-another-space", ["CKPT", "--vgg16-weights", "FILE"],
+     "--vgg16-weights applies only to --features vgg16, got --features classifier"),
+    ("unknown-option", ["CKPT", "--n-fake", "10"], "unrecognized arguments: --n-fake 10"),
+]
+
+
+@pytest.mark.parametrize("args, expected", [c[1:] for c in SCORE_CASES], ids=[c[0] for c in SCORE_CASES])
+def test_score_bad_input(args, expected, tmp_path, checkpoint, data_root):
+    argv = [str(checkpoint) if a == "CKPT" else a for a in args] + ["--data-root", str(data_root)]
+    argv += [] if "--cache-dir" in args else ["--cache-dir", "CACHE"]
+    _run_bad("evaluation.score", argv, tmp_path, expected)
+
+
+TRAIN_CLASSIFIER_CASES = [
+    ("evaluator-dir-is-a-file", ["--evaluator-dir", "FILE"], "--evaluator-dir FILE exists and is not a folder"),
+    ("evaluator-dir-under-a-file", ["--evaluator-dir", "FILE/sub"], "cannot be created: FILE is a file"),
+    ("evaluator-dir-unwritable", ["--evaluator-dir", UNWRITABLE], "is not writable"),
+    ("batch-larger-than-dataset", ["--batch-size", "601"],
+     "--batch-size 601 exceeds the 600 train images of kmnist; valid: 1 to 600"),
+    ("epochs-zero", ["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    ("unknown-role", ["--roles", "classifier,teacher"], "unknown role(s) 'teacher'; valid choices: classifier, "),
+    ("unknown-dataset", ["--dataset", "cifar10"], "argument --dataset: invalid choice: 'cifar10'"),
+    ("dataset-absent", ["--dataset", "fashion-mnist"], "fashion-mnist data not found"),
+]
+
+
+@pytest.fixture(scope="module")
+def kmnist_only_root(tmp_path_factory) -> Path:
+    return write_idx_dataset(tmp_path_factory.mktemp("kmnist-only"), "kmnist")
+
+
+@pytest.mark.parametrize("args, expected", [c[1:] for c in TRAIN_CLASSIFIER_CASES],
+                         ids=[c[0] for c in TRAIN_CLASSIFIER_CASES])
+def test_train_classifier_bad_input(args, expected, tmp_path, kmnist_only_root):
+    argv = [*args, "--data-root", str(kmnist_only_root)]
+    argv += [] if "--epochs" in args else ["--epochs", "1"]
+    argv += [] if "--dataset" in args else ["--dataset", "kmnist"]
+    argv += [] if "--evaluator-dir" in args else ["--evaluator-dir", "EVALUATORS"]
+    _run_bad("evaluation.train_classifier", argv, tmp_path, expected)
