@@ -26,7 +26,7 @@ import torch
 
 from gan_models import NetworkConfig, build_discriminator, build_generator, sample_latent
 from refinement import RefineConfig, make_refiner, refine
-from refinement.projection import exact_projection
+from refinement.projection import exact_projection, retract_to_sphere
 
 from benchmarks.common import count_flops, machine, matmul_rate, write_json
 
@@ -45,6 +45,8 @@ def reference_latent_dot(g, d, config: RefineConfig, z_y: torch.Tensor, k_eff: f
             with torch.no_grad():
                 z.grad.copy_(exact_projection(z.grad, z))
             opt.step()
+            with torch.no_grad():  # "exact": back onto the starting sphere, z <- ||z0|| z / ||z||
+                z.copy_(retract_to_sphere(z, anchor.norm(dim=1, keepdim=True)))
         with torch.no_grad():
             out.append(g(z))
     return torch.cat(out)

@@ -14,6 +14,7 @@ Where the study runs decides what is acceptable:
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -149,11 +150,17 @@ def probe_here(storage_path: str, tracking_uri: str) -> str | None:
     import pyarrow.fs as pafs
 
     marker_name = f".preflight-{uuid.uuid4().hex}"
+    created: list[str] = []  # folders this probe makes on a local filesystem, removed again after it
     try:
         if "://" in storage_path:
             fs, root = pafs.FileSystem.from_uri(storage_path)
         else:
             fs, root = pafs.LocalFileSystem(), str(Path(storage_path).resolve())
+        if isinstance(fs, pafs.LocalFileSystem):
+            p = Path(root)
+            while not p.exists() and p != p.parent:
+                created.append(str(p))
+                p = p.parent
         fs.create_dir(root, recursive=True)
         marker = f"{root.rstrip('/')}/{marker_name}"
         with fs.open_output_stream(marker) as f:
@@ -166,6 +173,12 @@ def probe_here(storage_path: str, tracking_uri: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any filesystem error is the answer
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"checkpoint storage {storage_path} is not writable: {first}"
+    finally:
+        for folder in created:  # innermost first; Ray makes them again when the study runs
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
     if urllib.parse.urlparse(tracking_uri).scheme in ("http", "https"):
         import requests
 

@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .tracking import STATE_TAG, TRIAL_TAG, StudyRun, client, trial_runs
+from .tracking import RUN_STATUS, STATE_TAG, TRIAL_TAG, StudyRun, client, trial_runs
 
 INTERRUPTED = "interrupted"
 INTERRUPTED_REASON = "interrupted: the driver stopped while the trial ran; its params were enqueued again"
@@ -60,8 +60,7 @@ def reconcile_runs(study: optuna.Study, study_run: StudyRun) -> dict[str, int]:
             status, state = "KILLED", "FAIL"
             c.set_tag(run.info.run_id, "fail_reason", INTERRUPTED_REASON)
         else:
-            status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}.get(trial.state.name, "FAILED")
-            state = trial.state.name
+            status, state = RUN_STATUS.get(trial.state.name, "FAILED"), trial.state.name
         c.set_tag(run.info.run_id, STATE_TAG, state)
         c.set_terminated(run.info.run_id, status=status)
         counts[status] = counts.get(status, 0) + 1

@@ -121,17 +121,25 @@ class SpaceSampler:
 STUDY_FILE_KEYS = ("study", "params")
 
 
-def read_study_file(path: str | Path) -> dict[str, Any]:
-    """Read a study YAML file: ``{study: NAME (optional), params: {name: narrowing}}``."""
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content; SpaceError in one line when it is absent, not UTF-8 or not YAML."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise SpaceError(f"study file not found: {path}")
+        raise SpaceError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpaceError(f"{what} {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise SpaceError(f"study file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise SpaceError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def read_study_file(path: str | Path) -> dict[str, Any]:
+    """Read a study YAML file: ``{study: NAME (optional), params: {name: narrowing}}``."""
+    path = Path(path)
+    data = read_yaml(path, "study file")
     if not isinstance(data, dict):
         raise SpaceError(f"study file {path} must hold a mapping with keys {', '.join(STUDY_FILE_KEYS)}")
     unknown = sorted(set(data) - set(STUDY_FILE_KEYS))

@@ -1,0 +1,596 @@
+"""`ray up` / `ray down` of cluster.yaml on this one machine, with Ray's fake multi-node provider.
+
+Ray ships a provider that fakes a multi-node cluster on one machine
+(``ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider``): when the
+autoscaler "launches" a node it starts another raylet here with the node type's resources (a
+``GPU: 1`` worker advertises one GPU, none needed). Two things keep it from serving `ray up` as is:
+
+1. ``provider: type: fake_multinode`` makes Ray load its defaults from
+   ``fake_multi_node/example.yaml``, which Ray's wheel does not ship (``FileNotFoundError`` in
+   ``ray up``, in the head's autoscaler and in ``ray.cluster_utils.AutoscalingCluster``). We use the
+   provider's own hook instead: ``provider: type: external, module: <class>``. For ``external``
+   Ray's defaults are a built-in minimal dict, so no file is read, installed or removed; our
+   config is complete anyway since it is derived from cluster.yaml.
+2. The provider assumes a head that `ray start` already runs (it is always in its node list, it
+   cannot create or tag one, and it has no command runner: `ray up` would ssh to the node id).
+   ``LocalFakeProvider`` adds what `ray up` / `ray down` need and nothing else: the head exists once
+   `ray up` creates it, nodes and tags are kept in a JSON file shared by the processes that use the
+   provider (`ray up`, the head's autoscaler, `ray down`), and commands for a node run here, in a
+   shell whose HOME is that node's own folder (so `~/ray_bootstrap_config.yaml`, `~/.ray/auth_token`
+   and file_mounts land per node, as over ssh).
+
+Workers are still created and terminated by FakeMultiNodeProvider's own code, in the head's
+autoscaler process (node updaters are off, as in Ray's own fake cluster: a fake worker is a raylet
+started by the provider, not a machine that runs worker_setup_commands).
+
+Stopping: on a real node `ray stop` stops every Ray process of the machine; here that would stop
+other people's Ray too. Each fake node's PATH starts with a ``ray`` that runs the real CLI except
+for ``ray stop``, which stops this fake cluster's processes only: those whose environment carries
+this cluster's marker (every process started through a fake node, and their children, inherit it),
+killed by process id. ``ray down`` uses the same path, then terminates the nodes in the state file.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import getpass
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+CLUSTER_YAML = REPO / "cluster.yaml"
+PY = sys.executable
+MARKER = "GAN_FAKE_CLUSTER_DIR"  # environment variable that tags every process of one fake cluster
+PROVIDER_MODULE = "fake_cluster.LocalFakeProvider"
+PLACEHOLDER = re.compile(r"\$\{(GAN_[A-Z0-9_]+)\}")
+
+
+# --- cluster.yaml -> the test config ----------------------------------------------------------------
+
+
+def render(text: str, values: dict[str, str]) -> str:
+    """What docs/cluster.md's one-liner does before `ray up`: fill the ${GAN_...} placeholders."""
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def placeholders(text: str) -> set[str]:
+    return set(PLACEHOLDER.findall(text))
+
+
+def load_cluster_yaml(values: dict[str, str], path: Path = CLUSTER_YAML) -> dict:
+    return yaml.safe_load(render(path.read_text(), values))
+
+
+@contextmanager
+def _state_lock(state_dir: Path):
+    with open(state_dir / "nodes.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _sub_once(pattern: str, repl: str, text: str) -> str:
+    out, n = re.subn(pattern, repl, text)
+    if n != 1:
+        raise ValueError(f"expected one {pattern!r} in {text!r}, found {n}")
+    return out
+
+
+def localize_start_commands(commands: list[str], ports: dict[str, int], *, head: bool) -> list[str]:
+    """cluster.yaml's start commands with what must differ on one shared machine: every port Ray and
+    MLflow open is a free one (other clusters may run here), and the head advertises 127.0.0.1.
+    Nothing else changes; the test of the derivation checks exactly this."""
+    out = []
+    for cmd in commands:
+        if "ray start --head" in cmd:
+            cmd = _sub_once(r"--port=6379\b", f"--port={ports['gcs']}", cmd)
+            cmd = _sub_once(r"--object-manager-port=8076\b", f"--object-manager-port={ports['object_manager']}", cmd)
+            cmd = _sub_once(
+                r"--dashboard-host=127\.0\.0\.1\b",
+                f"--dashboard-host=127.0.0.1 --dashboard-port={ports['dashboard']} --node-ip-address=127.0.0.1 "
+                f"--dashboard-agent-listen-port={ports['agent_http']} "
+                f"--dashboard-agent-grpc-port={ports['agent_grpc']} --metrics-export-port={ports['metrics']} "
+                f"--runtime-env-agent-port={ports['runtime_env_agent']} --node-manager-port={ports['node_manager']} "
+                f"--min-worker-port=0 --max-worker-port=0", cmd)
+        elif "ray start --address" in cmd:
+            cmd = _sub_once(r"\$RAY_HEAD_IP:6379\b", f"$RAY_HEAD_IP:{ports['gcs']}", cmd)
+            cmd = _sub_once(r"--object-manager-port=8076\b", "--object-manager-port=0", cmd)
+        if "mlflow server" in cmd:
+            cmd = _sub_once(r"--port 5000\b", f"--port {ports['mlflow']}", cmd)
+        out.append(cmd)
+    if head:
+        assert any("ray start --head" in c for c in out), "no `ray start --head` in head_start_ray_commands"
+    return out
+
+
+def aws_defaults() -> dict:
+    import ray
+
+    return yaml.safe_load((Path(ray.__file__).parent / "autoscaler" / "aws" / "defaults.yaml").read_text())
+
+
+PORT_NAMES = ("gcs", "object_manager", "dashboard", "agent_http", "agent_grpc", "metrics",
+              "runtime_env_agent", "node_manager", "mlflow")
+
+
+def derive_test_config(cluster: dict, *, state_dir: Path, ports: dict[str, int], node_env: dict[str, str],
+                       cluster_name: str) -> dict:
+    """The fake-provider config for cluster.yaml (already rendered): same node types, resources,
+    min/max workers, file_mounts, setup commands and start commands (ports localized); what only
+    makes sense on AWS goes: the docker section (no container here), the EC2 node_configs,
+    ssh auth. ``node_env`` is added to the environment of every command run on a fake node (the
+    test's stand-ins for what an EC2 node has: the AWS endpoint of moto, dummy credentials)."""
+    cfg = copy.deepcopy(cluster)
+    # The fields cluster.yaml leaves to Ray's AWS defaults get the same values here (for
+    # `external` providers Ray fills in nothing).
+    for key, value in aws_defaults().items():
+        if key not in ("provider", "available_node_types", "head_node_type", "docker", "auth", "cluster_name"):
+            cfg.setdefault(key, copy.deepcopy(value))
+    cfg["cluster_name"] = cluster_name
+    cfg.pop("docker", None)
+    cfg["provider"] = {
+        "type": "external",
+        "module": PROVIDER_MODULE,
+        "state_dir": str(state_dir),
+        "gcs_address": f"127.0.0.1:{ports['gcs']}",
+        "disable_node_updaters": True,
+        "disable_launch_config_check": True,
+        "launch_multiple": True,
+        "use_node_id_as_ip": True,
+        "node_env": dict(node_env),
+    }
+    cfg["auth"] = {"ssh_user": getpass.getuser()}
+    for node_type in cfg["available_node_types"].values():
+        node_type["node_config"] = {}
+    cfg["head_start_ray_commands"] = localize_start_commands(cluster["head_start_ray_commands"], ports, head=True)
+    cfg["worker_start_ray_commands"] = localize_start_commands(cluster["worker_start_ray_commands"], ports,
+                                                               head=False)
+    return cfg
+
+
+# --- processes of one fake cluster ------------------------------------------------------------------
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4: the parent's pid
+    return pids
+
+
+def cluster_pids(state_dir: str | Path) -> list[int]:
+    """Process ids whose environment carries this fake cluster's marker (never this process or its
+    ancestors). Read from /proc: Linux only, like the fake provider."""
+    want = f"{MARKER}={state_dir}".encode()
+    skip = _ancestors()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and want in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def kill_pids(pids: list[int], grace: float = 10.0) -> None:
+    """SIGTERM to each, then SIGKILL to whatever is left after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            return
+
+
+def stop_cluster_processes(state_dir: str | Path) -> int:
+    """Stop every process of the fake cluster, in rounds (a dying raylet may still start a worker)."""
+    total = 0
+    for _ in range(5):
+        pids = cluster_pids(state_dir)
+        if not pids:
+            break
+        total += len(pids)
+        kill_pids(pids)
+    return total
+
+
+def ray_shim_main(argv: list[str]) -> None:
+    """The ``ray`` on a fake node's PATH: ``ray stop`` stops this fake cluster only."""
+    if len(argv) > 1 and argv[1] == "stop":
+        n = stop_cluster_processes(os.environ[MARKER])
+        print(f"fake node: stopped {n} processes of this fake cluster")
+        return
+    from ray.scripts.scripts import main
+
+    sys.argv = ["ray", *argv[1:]]
+    main()
+
+
+# --- the provider and its command runner ------------------------------------------------------------
+
+from ray.autoscaler._private.command_runner import _with_environment_variables  # noqa: E402
+from ray.autoscaler._private.fake_multi_node.node_provider import (  # noqa: E402
+    FAKE_HEAD_NODE_ID,
+    FakeMultiNodeProvider,
+)
+from ray.autoscaler.command_runner import CommandRunnerInterface  # noqa: E402
+from ray.autoscaler.tags import (  # noqa: E402
+    NODE_KIND_HEAD,
+    NODE_KIND_WORKER,
+    TAG_RAY_NODE_KIND,
+)
+
+
+def node_environment(provider_config: dict, node_id: str) -> dict[str, str]:
+    state_dir = Path(provider_config["state_dir"])
+    home = state_dir / "nodes" / node_id / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "PYTEST_", MARKER))}
+    env.update({
+        "HOME": str(home),
+        "PATH": f"{state_dir / 'bin'}:{Path(PY).parent}:{env.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONPATH": str(HERE),
+        "RAY_FAKE_CLUSTER": "1",
+        "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TMPDIR": str(state_dir / "t"),  # this cluster's session folders, away from /tmp/ray
+        MARKER: str(state_dir),
+    })
+    env.update(provider_config.get("node_env", {}))
+    return env
+
+
+HEAD_ONLY_ENV = ("RAY_OVERRIDE_RESOURCES", "RAY_OVERRIDE_LABELS", "RAY_CLOUD_INSTANCE_ID", "RAY_NODE_TYPE_NAME")
+
+
+@contextmanager
+def _without_env(names):
+    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+class LocalCommandRunner(CommandRunnerInterface):
+    """Runs a fake node's commands here, as the SSH command runner would run them there: ``bash``
+    in the node's home, with the node's environment; rsync becomes a copy into the node's home."""
+
+    def __init__(self, log_prefix: str, node_id: str, provider_config: dict):
+        self.log_prefix = log_prefix
+        self.node_id = node_id
+        self.env = node_environment(provider_config, node_id)
+        self.home = Path(self.env["HOME"])
+        self.log = Path(provider_config["state_dir"]) / "nodes" / node_id / "commands.log"
+
+    def _remote(self, path: str) -> Path:
+        return Path(str(self.home) + path[1:]) if path.startswith("~") else Path(path)
+
+    def run(self, cmd: str | None = None, timeout: int = 120, exit_on_fail: bool = False,
+            port_forward=None, with_output: bool = False, environment_variables: dict | None = None,
+            run_env: str = "auto", ssh_options_override_ssh_key: str = "", shutdown_after_run: bool = False,
+            silent: bool = False):
+        if not cmd:
+            return b"" if with_output else None
+        if environment_variables:
+            cmd = _with_environment_variables(cmd, environment_variables)
+        with open(self.log, "a") as log:
+            log.write(f"$ {cmd}\n")
+            log.flush()
+            done = subprocess.run(["bash", "-c", cmd], cwd=self.home, env=self.env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            log.write(done.stdout.decode(errors="replace"))
+        if done.returncode != 0:
+            from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
+
+            raise ProcessRunnerError("Command failed", "ssh_command_failed", code=done.returncode,
+                                     command=["bash", "-c", cmd])
+        return done.stdout if with_output else None
+
+    def run_rsync_up(self, source: str, target: str, options: dict | None = None) -> None:
+        dest = self._remote(target)
+        if os.path.isdir(source):
+            shutil.copytree(source, dest, dirs_exist_ok=True)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, dest)
+
+    def run_rsync_down(self, source: str, target: str, options: dict | None = None) -> None:
+        src = self._remote(source)
+        if src.is_dir():
+            shutil.copytree(src, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(src, target)
+
+    def remote_shell_command_str(self) -> str:
+        return f"cd {shlex.quote(str(self.home))} && bash"
+
+    def run_init(self, *, as_head: bool, file_mounts: dict, sync_run_yet: bool):
+        return None
+
+
+class LocalFakeProvider(FakeMultiNodeProvider):
+    """FakeMultiNodeProvider plus the head lifecycle, tags and command runner that `ray up` and
+    `ray down` need; state shared by processes through ``<state_dir>/nodes.json``."""
+
+    def __init__(self, provider_config: dict[str, Any], cluster_name: str):
+        super().__init__(provider_config, cluster_name)
+        self._state_dir = Path(provider_config["state_dir"])
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_file = self._state_dir / "nodes.json"
+        self._nodes = {}  # the parent's always-present head: here the head exists once `ray up` made it
+        self._install_ray_shim()
+        self._refresh()
+
+    # state shared through the file ---------------------------------------------------------------
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write(self, state: dict) -> None:
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+        tmp.replace(self._state_file)
+
+    def _refresh(self) -> None:
+        with self.lock, _state_lock(self._state_dir):
+            state = self._read()
+        for node_id, entry in state.items():
+            self._nodes.setdefault(node_id, {})["tags"] = entry["tags"]
+        for node_id in [n for n in self._nodes if n not in state]:
+            self._nodes.pop(node_id)
+
+    def _install_ray_shim(self) -> None:
+        shim = self._state_dir / "bin" / "ray"
+        if shim.exists():
+            return
+        shim.parent.mkdir(parents=True, exist_ok=True)
+        shim.write_text(f"#!{PY}\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+                        f"import fake_cluster\nfake_cluster.ray_shim_main(sys.argv)\n")
+        shim.chmod(0o755)
+
+    # NodeProvider ------------------------------------------------------------------------------------
+
+    def non_terminated_nodes(self, tag_filters):
+        self._refresh()
+        return super().non_terminated_nodes(tag_filters)
+
+    def is_running(self, node_id):
+        self._refresh()
+        return node_id in self._nodes
+
+    def is_terminated(self, node_id):
+        return not self.is_running(node_id)
+
+    def node_tags(self, node_id):
+        self._refresh()
+        return self._nodes[node_id]["tags"]
+
+    def set_node_tags(self, node_id, tags):
+        with self.lock, _state_lock(self._state_dir):
+            state = self._read()
+            state[node_id]["tags"].update(tags)
+            self._write(state)
+        self._refresh()
+
+    def create_node(self, node_config, tags, count):
+        """`ray up` creating the head: the head is this machine; its Ray is started afterwards by
+        the head's start commands, through the command runner."""
+        assert tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD and count == 1, (tags, count)
+        with self.lock, _state_lock(self._state_dir):
+            state = self._read()
+            state[FAKE_HEAD_NODE_ID] = {"tags": dict(tags)}
+            self._write(state)
+        self._refresh()
+
+    def create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
+        if tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
+            return self.create_node(node_config, tags, count)
+        before = set(self._nodes)
+        # This process is the head's autoscaler: its environment is the head's, including what `ray
+        # up` exported for the head's `ray start` (its resources, instance id, node type). A real
+        # worker never sees those; here the worker's raylet would take the head's resources from
+        # them (no GPU). Ray's fake provider passes each worker's own values; the head's go away
+        # while a worker starts.
+        with self.lock, _without_env(HEAD_ONLY_ENV):
+            super().create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
+        with self.lock, _state_lock(self._state_dir):
+            state = self._read()
+            for node_id in set(self._nodes) - before:
+                node = self._nodes[node_id].get("node")
+                pids = [info.process.pid for infos in (node.all_processes.values() if node else [])
+                        for info in infos if info.process is not None]
+                state[node_id] = {"tags": dict(self._nodes[node_id]["tags"]), "pids": pids}
+            self._write(state)
+
+    def terminate_node(self, node_id):
+        with self.lock:
+            entry = self._nodes.pop(node_id, None) or {}
+            with _state_lock(self._state_dir):
+                state = self._read()
+                recorded = state.pop(node_id, {})
+                self._write(state)
+            if entry.get("node") is not None:  # a worker this process started: Ray's own way
+                self._terminate_node(entry)
+            elif recorded.get("tags", {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_WORKER:
+                kill_pids(recorded.get("pids", []))
+            else:  # the head: everything of this fake cluster
+                stop_cluster_processes(self._state_dir)
+
+    def get_command_runner(self, log_prefix, node_id, auth_config, cluster_name, process_runner, use_internal_ip,
+                           docker_config=None):
+        return LocalCommandRunner(log_prefix, node_id, self.provider_config)
+
+
+# --- driving it from a test --------------------------------------------------------------------------
+
+
+def free_ports(names=PORT_NAMES) -> dict[str, int]:
+    import socket
+
+    socks, ports = [], {}
+    for name in names:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports[name] = s.getsockname()[1]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class FakeCluster:
+    """One fake cluster: its folder, config file, client environment, and the CLI calls on it.
+
+    ``client_env`` is the environment of the user's terminal: HOME with the user's Ray token in
+    ``~/.ray/auth_token`` (what `ray get-auth-token --generate` makes), ``RAY_AUTH_MODE=token``."""
+
+    def __init__(self, config: dict, state_dir: Path, ports: dict[str, int]):
+        self.config = config
+        self.state_dir = state_dir
+        self.ports = ports
+        self.config_file = state_dir / "cluster.yaml"
+        self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.client_home = state_dir / "client-home"
+        (self.client_home / ".ray").mkdir(parents=True, exist_ok=True)
+        token_file = self.client_home / ".ray" / "auth_token"
+        if not token_file.exists():
+            import secrets
+
+            token_file.write_text(secrets.token_hex(32))
+            token_file.chmod(0o600)
+        self.token = token_file.read_text().strip()
+        self.client_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", MARKER))}
+        self.client_env.update({"HOME": str(self.client_home), "RAY_AUTH_MODE": "token",
+                                "RAY_FAKE_CLUSTER": "1", "RAY_USAGE_STATS_ENABLED": "0",
+                                "PYTHONPATH": str(HERE), "PATH": f"{Path(PY).parent}:{os.environ.get('PATH', '')}"})
+
+    @classmethod
+    def create(cls, cluster: dict, *, node_env: dict[str, str] | None = None) -> "FakeCluster":
+        # short: Ray's Unix sockets live under <state_dir>/t/ray/session_*/sockets (108-byte limit)
+        state_dir = Path(tempfile.mkdtemp(prefix="gfc-"))
+        ports = free_ports()
+        config = derive_test_config(cluster, state_dir=state_dir, ports=ports, node_env=node_env or {},
+                                    cluster_name=f"gan-fake-{state_dir.name[4:]}")
+        return cls(config, state_dir, ports)
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.ports['dashboard']}"
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.ports['gcs']}"
+
+    def ray(self, *args: str, timeout: float = 300, check: bool = True, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+        """The `ray` CLI from the user's terminal."""
+        done = subprocess.run([str(Path(PY).parent / "ray"), *args], env={**self.client_env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout, cwd=self.state_dir)
+        if check and done.returncode != 0:
+            raise AssertionError(f"ray {' '.join(args)} exited {done.returncode}:\n{done.stdout[-4000:]}\n"
+                                 f"{done.stderr[-4000:]}\n{self.logs_tail()}")
+        return done
+
+    def up(self) -> subprocess.CompletedProcess:
+        return self.ray("up", str(self.config_file), "--yes", "--no-config-cache", "--log-style", "record",
+                        timeout=600)
+
+    def down(self) -> subprocess.CompletedProcess:
+        return self.ray("down", str(self.config_file), "--yes", "--log-style", "record", timeout=300)
+
+    def job(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+        return self.ray("job", args[0], "--address", self.dashboard, *args[1:], timeout=timeout, check=check)
+
+    def pids(self) -> list[int]:
+        return cluster_pids(self.state_dir)
+
+    def nodes_in_state(self) -> dict:
+        try:
+            return json.loads((self.state_dir / "nodes.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def session_logs(self) -> Path | None:
+        found = sorted((self.state_dir / "t" / "ray").glob("session_2*"))
+        return found[-1] / "logs" if found else None
+
+    def logs_tail(self, names=("monitor.log", "monitor.err", "monitor.out", "dashboard.err"), n: int = 3000) -> str:
+        logs = self.session_logs()
+        out = []
+        head_log = self.state_dir / "nodes" / FAKE_HEAD_NODE_ID / "commands.log"
+        if head_log.exists():
+            out.append(f"--- head commands.log\n{head_log.read_text(errors='replace')[-n:]}")
+        if logs:
+            for name in names:
+                p = logs / name
+                if p.exists():
+                    out.append(f"--- {name}\n{p.read_text(errors='replace')[-n:]}")
+        return "\n".join(out)
+
+    def cleanup(self) -> None:
+        """Whatever the test left running (by the marker), the config cache `ray down` wrote for
+        this cluster (``$TMPDIR/ray-config-<hash>``), then the folder."""
+        stop_cluster_processes(self.state_dir)
+        for cache in Path(tempfile.gettempdir()).glob("ray-config-*"):
+            try:
+                if str(self.state_dir) in cache.read_text(errors="replace"):
+                    cache.unlink()
+            except OSError:
+                pass
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def wait_for(self, predicate, timeout: float, what: str, interval: float = 1.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{self.logs_tail()}")
+            time.sleep(interval)
+

@@ -1,0 +1,225 @@
+"""cluster.yaml launches: `ray up` of a config derived from it, on this machine, with Ray's fake
+multi-node provider (see fake_cluster.py), against real stores (PostgreSQL, moto's S3 and SSM).
+
+One cluster for the module, in order: `ray up` starts a head and no worker; a Ray Job asking for half
+a GPU makes the autoscaler add a GPU worker; a job survives the death of the client that submitted
+it and `ray job stop` stops one; `ray down` leaves nothing running. The workload is one line
+(``WORKLOAD``) so that the search driver can take the stand-in's place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+
+import fake_cluster as fc
+
+pytestmark = pytest.mark.cluster
+
+PG_PASSWORD_PARAM = "/gan-refine-search/pg-password"
+
+
+def gpu_task_entrypoint(cluster: fc.FakeCluster) -> list[str]:
+    """The stand-in workload: one task with num_gpus=0.5 (tests/cluster/jobs/gpu_task.py)."""
+    return ["python", "tests/cluster/jobs/gpu_task.py", "3"]
+
+
+def search_entrypoint(cluster: fc.FakeCluster) -> list[str]:
+    """The real workload: the search driver, as docs/cluster.md submits it."""
+    return ["python", "-m", "search.run", "--study", "dot_latent", "--budget", "smoke", "--trials", "2",
+            "--address", "auto", "--gpus-per-trial", "0.5", "--cpus-per-trial", "1",
+            "--tracking-uri", f"http://127.0.0.1:{cluster.ports['mlflow']}",
+            "--storage", f"postgresql+psycopg://gan@{cluster.values['GAN_PG_ADDRESS']}/optuna",
+            "--storage-path", f"s3://{cluster.values['GAN_BUCKET']}/gan-refine-search/ray"]
+
+
+WORKLOAD = gpu_task_entrypoint  # the search driver: WORKLOAD = search_entrypoint
+
+
+def render_values(postgres_server, bucket: str) -> dict[str, str]:
+    """Stand-ins for the deployment settings docs/cluster.md has the user export."""
+    values = {name: f"test-{name.lower()}" for name in fc.placeholders(fc.CLUSTER_YAML.read_text())}
+    values.update(GAN_AWS_REGION="us-east-1", GAN_BUCKET=bucket,
+                  GAN_PG_ADDRESS=f"127.0.0.1:{postgres_server.port}")
+    return values
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres_server, moto_s3_server, s3_bucket):
+    """`ray up` of cluster.yaml's fake twin; stopped (by its marker) whatever the tests did."""
+    import boto3
+
+    for db in ("mlflow", "optuna"):
+        postgres_server.create_database(db)
+    # The password as cluster.yaml expects it: an SSM SecureString the head reads at start.
+    boto3.client("ssm", endpoint_url=moto_s3_server.endpoint, region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").put_parameter(
+        Name=PG_PASSWORD_PARAM, Value=postgres_server.password, Type="SecureString", Overwrite=True)
+    values = render_values(postgres_server, s3_bucket)
+    node_env = {**moto_s3_server.env, "AWS_ENDPOINT_URL": moto_s3_server.endpoint,
+                # setup_commands pin the project's dependencies: here they are resolved, not installed
+                "PIP_DRY_RUN": "1"}
+    c = fc.FakeCluster.create(fc.load_cluster_yaml(values), node_env=node_env)
+    c.values = values
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+def job_status(cluster: fc.FakeCluster, job_id: str) -> str:
+    r = requests.get(f"{cluster.dashboard}/api/jobs/{job_id}", timeout=10,
+                     headers={"Authorization": f"Bearer {cluster.token}"})
+    if r.status_code == 404:
+        return "NOT_SUBMITTED_YET"
+    r.raise_for_status()
+    return r.json()["status"]
+
+
+def wait_job(cluster: fc.FakeCluster, job_id: str, states: set[str], timeout: float) -> str:
+    return cluster.wait_for(lambda: (s := job_status(cluster, job_id)) in states and s, timeout,
+                            f"job {job_id} to reach {sorted(states)}")
+
+
+def job_logs(cluster: fc.FakeCluster, job_id: str) -> str:
+    return cluster.job("logs", job_id, check=False).stdout
+
+
+def tagged_json(text: str, tag: str) -> dict:
+    for line in text.splitlines():
+        if line.startswith(tag + " "):
+            return json.loads(line[len(tag) + 1:])
+    raise AssertionError(f"no {tag} line in:\n{text[-3000:]}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def gpu_workers(cluster: fc.FakeCluster) -> list[str]:
+    return [n for n, e in cluster.nodes_in_state().items() if e["tags"].get("ray-user-node-type") == "gpu_worker"]
+
+
+def test_up_starts_the_head_alone_with_token_auth_and_mlflow_on_localhost(cluster):
+    cluster.up()
+    nodes = cluster.nodes_in_state()
+    assert [e["tags"]["ray-user-node-type"] for e in nodes.values()] == ["head"]
+    status = cluster.ray("status", "--address", cluster.gcs_address).stdout
+    assert "gpu_worker" not in status.split("Pending:")[0], status
+    assert "0.0/8.0 CPU" in status and "GPU" not in status, status
+    # Token authentication: the Jobs API refuses a request without the token.
+    assert requests.get(f"{cluster.dashboard}/api/jobs/", timeout=10).status_code == 401
+    assert requests.get(f"{cluster.dashboard}/api/jobs/", timeout=10,
+                        headers={"Authorization": f"Bearer {cluster.token}"}).status_code == 200
+    # The head's MLflow server (cluster.yaml's command): up, on 127.0.0.1 only, runs in PostgreSQL.
+    mlflow = f"http://127.0.0.1:{cluster.ports['mlflow']}"
+    cluster.wait_for(lambda: _healthy(mlflow), 240, "the head's MLflow server")
+    # ... and not on the machine's other addresses.
+    from ray._private.services import get_node_ip_address
+
+    other = get_node_ip_address()
+    if other != "127.0.0.1":
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((other, cluster.ports["mlflow"])) != 0, f"MLflow answers on {other}"
+    from mlflow import MlflowClient
+
+    assert MlflowClient(mlflow).get_experiment("0").artifact_location.startswith("mlflow-artifacts:")
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        return requests.get(uri + "/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_what_a_driver_can_learn_about_launchable_node_types(cluster):
+    """Record (for search/preflight.py) which API tells a driver, with no GPU node up yet, what the
+    autoscaler can launch. See the printed AUTOSCALER_VIEW line."""
+    cluster.job("submit", "--working-dir", str(fc.REPO / "tests" / "cluster" / "jobs"),
+                "--submission-id", "autoscaler-view", "--", "python", "autoscaler_view.py", timeout=180)
+    view = tagged_json(job_logs(cluster, "autoscaler-view"), "AUTOSCALER_VIEW")
+    print("AUTOSCALER_VIEW", json.dumps(view, indent=1))
+    assert view["cluster_resources"].get("GPU", 0) == 0  # no GPU node is up yet
+    # On Ray 2.60 `ray up` (autoscaler v2) publishes no cluster config in the GCS: the
+    # ray._private.state API search/preflight.py relies on answers None here ...
+    assert view["gcs_cluster_config"] is None and view["get_max_resources_from_cluster_config"] is None
+    # ... while the autoscaling config `ray up` put on the head names the GPU node type.
+    assert view["bootstrap_config_node_types"]["gpu_worker"] == {"resources": {"CPU": 4, "GPU": 1},
+                                                                 "max_workers": 4}
+    assert gpu_workers(cluster) == []
+
+
+def test_a_gpu_workload_makes_the_autoscaler_add_gpu_workers(cluster):
+    assert gpu_workers(cluster) == []
+    started = time.monotonic()
+    cluster.job("submit", "--working-dir", str(fc.REPO), "--submission-id", "gpu-workload", "--no-wait",
+                "--", *WORKLOAD(cluster))
+    assert wait_job(cluster, "gpu-workload", {"SUCCEEDED", "FAILED", "STOPPED"}, 300) == "SUCCEEDED", \
+        job_logs(cluster, "gpu-workload")
+    elapsed = time.monotonic() - started
+    assert gpu_workers(cluster), cluster.nodes_in_state()
+    if WORKLOAD is gpu_task_entrypoint:
+        seen = tagged_json(job_logs(cluster, "gpu-workload"), "GPU_TASK")
+        assert seen["node_id"] != seen["driver_node_id"]  # the task ran on a new node, not the head
+        assert seen["gpu_ids"], seen  # ... that has a GPU
+        assert seen["project"] and os.path.isdir(os.path.join(seen["project"], "search")), seen
+        assert seen["pgpassword_set"], seen  # the driver has the database password (SSM -> env)
+    status = cluster.ray("status", "--address", cluster.gcs_address).stdout
+    assert "gpu_worker" in status, status
+    print(f"GPU workload done in {elapsed:.0f} s, workers: {gpu_workers(cluster)}")
+
+
+def test_a_job_outlives_its_client_and_job_stop_stops_one(cluster):
+    # `ray job submit` without --no-wait follows the logs; the user's terminal (or laptop) goes away.
+    client = subprocess.Popen(
+        [str(fc.Path(fc.PY).parent / "ray"), "job", "submit", "--address", cluster.dashboard,
+         "--submission-id", "outlives-client", "--", "python", "-c",
+         "import time; time.sleep(12); print('JOB_DONE', flush=True)"],
+        env=cluster.client_env, cwd=cluster.state_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        wait_job(cluster, "outlives-client", {"RUNNING"}, 120)
+    finally:
+        os.killpg(client.pid, signal.SIGKILL)
+        client.wait(30)
+    assert job_status(cluster, "outlives-client") == "RUNNING"
+    assert wait_job(cluster, "outlives-client", {"SUCCEEDED", "FAILED", "STOPPED"}, 120) == "SUCCEEDED"
+    assert "JOB_DONE" in job_logs(cluster, "outlives-client")
+    assert "succeeded" in cluster.job("status", "outlives-client").stdout.lower()
+
+    cluster.job("submit", "--submission-id", "to-stop", "--no-wait", "--", "python", "-c",
+                "import time; time.sleep(600)")
+    wait_job(cluster, "to-stop", {"RUNNING"}, 120)
+    cluster.job("stop", "to-stop")
+    assert wait_job(cluster, "to-stop", {"STOPPED", "FAILED", "SUCCEEDED"}, 60) == "STOPPED"
+
+
+@pytest.mark.skip(reason="waits for the lead: search.run must run as a Ray Job on a GPU-from-zero cluster "
+                         "(obtainable GPUs from the autoscaler's config, MLflow reachable from trial nodes); "
+                         "enable by setting WORKLOAD = search_entrypoint or removing this mark")
+def test_the_search_driver_as_the_workload(cluster):
+    cluster.job("submit", "--working-dir", str(fc.REPO), "--submission-id", "search", "--no-wait",
+                "--", *search_entrypoint(cluster))
+    assert wait_job(cluster, "search", {"SUCCEEDED", "FAILED", "STOPPED"}, 1200) == "SUCCEEDED", \
+        job_logs(cluster, "search")
+    assert gpu_workers(cluster)
+
+
+def test_down_removes_everything(cluster):
+    assert cluster.pids()
+    cluster.down()
+    assert cluster.nodes_in_state() == {}
+    cluster.wait_for(lambda: not cluster.pids(), 30, "the fake cluster's processes to exit")
+    assert not port_open(cluster.ports["gcs"]) and not port_open(cluster.ports["dashboard"])
+    assert not port_open(cluster.ports["mlflow"])
