@@ -98,38 +98,37 @@ def check_server_artifacts(tracking_uri: str, placement: Placement) -> None:
 # --- checks that need Ray -------------------------------------------------------------------------
 
 
-def obtainable_resources() -> dict[str, float] | None:
-    """The most of each resource the cluster's autoscaler can launch (from the cluster config it
-    publishes to the GCS); None when no autoscaler publishes one (a fixed cluster)."""
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the autoscaling config on the head
+
+
+def launchable_node_types() -> list[dict[str, float]] | None:
+    """The resources of each node type the cluster's autoscaler may still launch (max count > 0);
+    None when no autoscaler describes any (a fixed cluster, or this machine).
+
+    Two sources: the cluster config an autoscaler publishes in the GCS (KubeRay does), and the
+    autoscaling config `ray up` writes on the head, where a study submitted as a Ray Job runs
+    (Ray 2.60's `ray up` publishes nothing in the GCS)."""
     try:
         from ray._private.state import state
 
-        found = state.get_max_resources_from_cluster_config()
-    except Exception:  # noqa: BLE001 - an older GCS or no autoscaler: nothing obtainable beyond what is up
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - an older GCS: fall back to the head's file
+        config = None
+    if config is not None and config.node_group_configs:
+        return [{k: float(v) for k, v in g.resources.items()} for g in config.node_group_configs if g.max_count != 0]
+    path = BOOTSTRAP_CONFIG.expanduser()
+    if not path.is_file():
         return None
-    return {k: float(v) for k, v in found.items()} if found else None
+    try:
+        import yaml
 
-
-def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, placement: Placement) -> str | None:
-    """The per-trial request fits a node that exists now or that the autoscaler can add.
-    Returns a note for the log when the study relies on the autoscaler."""
-    import ray
-
-    now = ray.cluster_resources()
-    gpus, cpus = float(now.get("GPU", 0.0)), float(now.get("CPU", 0.0))
-    if gpus_per_trial <= gpus and cpus_per_trial <= cpus:
+        found = yaml.safe_load(path.read_text())  # `ray up` writes JSON, which YAML reads too
+        types = found["available_node_types"]
+        head = found.get("head_node_type")
+        return [{k: float(v) for k, v in t.get("resources", {}).items()} for name, t in types.items()
+                if name != head and int(t.get("max_workers", 0)) > 0]
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
         return None
-    later = obtainable_resources() if placement.cluster else None
-    if later is not None and gpus_per_trial <= later.get("GPU", 0.0) and cpus_per_trial <= later.get("CPU", 0.0):
-        return (f"the cluster has {gpus:g} GPUs and {cpus:g} CPUs now; its autoscaler can add up to "
-                f"{later.get('GPU', 0.0):g} GPUs, so trials wait for nodes to start")
-    if gpus_per_trial > gpus:
-        more = f", nor can its autoscaler add them (at most {later.get('GPU', 0.0):g})" if later is not None else ""
-        raise PreflightError(
-            f"--gpus-per-trial {gpus_per_trial:g} asks for more GPUs than {placement.where} has ({gpus:g}){more}; "
-            f"lower it (fractions like 0.5 share a GPU), add GPU nodes, or use --gpus-per-trial 0")
-    raise PreflightError(f"--cpus-per-trial {cpus_per_trial:g} asks for more CPUs than {placement.where} has "
-                         f"({cpus:g}); lower it")
 
 
 def trial_nodes(cpus_per_trial: float, gpus_per_trial: float) -> list[dict]:

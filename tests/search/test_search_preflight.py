@@ -1,0 +1,46 @@
+"""Preflight checks that need no cluster: the node types an autoscaler may launch, writable places,
+and the probe of a checkpoint storage (a marker written, read back and removed; nothing left)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from search import preflight
+from search.preflight import PreflightError, Placement, check_storage_path, launchable_node_types, probe_here
+
+
+def test_launchable_node_types_from_the_heads_autoscaling_config(tmp_path, monkeypatch):
+    config = {"head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0, "GPU": 0}, "max_workers": 0},
+        "gpu_worker": {"resources": {"CPU": 4, "GPU": 1}, "max_workers": 4},
+        "spare": {"resources": {"CPU": 8}, "max_workers": 0}}}  # may never be launched
+    path = tmp_path / "ray_bootstrap_config.yaml"
+    path.write_text(json.dumps(config))  # `ray up` writes it as JSON
+    monkeypatch.setattr(preflight, "BOOTSTRAP_CONFIG", path)
+    assert launchable_node_types() == [{"CPU": 4.0, "GPU": 1.0}]
+    monkeypatch.setattr(preflight, "BOOTSTRAP_CONFIG", tmp_path / "absent.yaml")
+    assert launchable_node_types() is None  # a fixed cluster: nothing beyond what is up
+
+
+def test_storage_path_rules_on_a_cluster_and_here(tmp_path):
+    cluster, here = Placement(cluster=True, address="10.0.0.1:6379"), Placement(cluster=False, address=None)
+    with pytest.raises(PreflightError, match="is a folder on this node only.*s3://BUCKET/PATH"):
+        check_storage_path(str(tmp_path / "ray"), cluster)
+    for uri in ("s3://bucket/ray", "gs://bucket/ray", (tmp_path / "shared").as_uri()):
+        check_storage_path(uri, cluster)
+    check_storage_path(str(tmp_path / "ray"), here)
+    with pytest.raises(PreflightError, match="unsupported scheme 'ftp'; valid choices: a folder, s3://"):
+        check_storage_path("ftp://host/ray", here)
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "shared").exists()  # nothing created
+
+
+def test_the_storage_probe_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "a" / "b" / "ray"
+    assert probe_here(target.as_uri(), "sqlite:///unused.db") is None
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "afile").write_text("x")
+    problem = probe_here(str(tmp_path / "afile" / "ray"), "sqlite:///unused.db")
+    assert problem.startswith(f"checkpoint storage {tmp_path / 'afile' / 'ray'} is not writable")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
