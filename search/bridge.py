@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,12 +32,13 @@ from ray.tune.search import Searcher
 
 from .budgets import get_budget
 from .messages import FailedReport, FinalReport, TrainReport, parse_result
+from .resume import CHECKPOINT_ATTR, RESUME_FROM_ATTR
 from .samplers import make_pruner, make_sampler
 from .space import Narrowing
 from .studies import get_study
 from .tracking import StudyRun, end_trial_run, find_trial_run, log_study_summary
 
-RUNTIME = ("_study", "live", "pruned", "fail_reasons", "last_step", "run_ids", "asked", "progress")
+RUNTIME = ("_study", "live", "pruned", "fail_reasons", "last_step", "run_ids", "asked", "progress", "checkpoints")
 INT_ATTRS = ("best_step", "n_final")  # whole numbers among a FinalReport's metrics
 
 
@@ -63,6 +65,8 @@ class StudyLink:
     run_ids: dict[str, str] = field(default_factory=dict, repr=False)
     asked: int = 0
     progress: Any = field(default=None, repr=False)  # search.progress.StudyProgress, fed as trials go
+    storage_path: str = ""  # Ray's checkpoint storage: a folder or a URI
+    checkpoints: dict[str, str] = field(default_factory=dict, repr=False)  # Ray trial id -> latest checkpoint URI
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the tuner's config (and with it this object) into its experiment state; the
@@ -72,7 +76,7 @@ class StudyLink:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._study, self.live, self.pruned, self.fail_reasons, self.last_step, self.run_ids = None, {}, {}, {}, {}, {}
-        self.asked, self.progress = 0, None
+        self.asked, self.progress, self.checkpoints = 0, None, {}
 
     @property
     def optuna_study(self) -> optuna.Study:
@@ -97,6 +101,17 @@ class StudyLink:
             if self.progress is not None and ray_trial_id in self.live:
                 self.progress.trial_step(self.live[ray_trial_id].number, report.step)
         return report
+
+    def record_checkpoint(self, ray_trial, trial: optuna.Trial) -> None:
+        """Keep the URI of the trial's latest Ray checkpoint in Optuna, which outlives the driver:
+        after a lost driver or head, --resume reruns the trial from there (resume.py)."""
+        checkpoint = ray_trial.checkpoint
+        if checkpoint is None:
+            return
+        uri = checkpoint_uri(checkpoint.path, self.storage_path)
+        if self.checkpoints.get(ray_trial.trial_id) != uri:
+            self.checkpoints[ray_trial.trial_id] = uri
+            trial.set_user_attr(CHECKPOINT_ATTR, uri)
 
     def close_run(self, ray_trial_id: str, trial: optuna.Trial, state: str, tags: Mapping[str, Any]) -> None:
         """End the trial's MLflow run with the state Optuna recorded, print its line and update the
@@ -137,7 +152,9 @@ class OptunaSearcher(Searcher):
         trial.set_user_attr("ray_trial_id", trial_id)
         link.live[trial_id] = trial
         link.asked += 1
-        return {"params": params, "optuna_trial": trial.number}
+        # an interrupted trial enqueued again continues from its last checkpoint (resume.py)
+        resume_from = trial.user_attrs.get(RESUME_FROM_ATTR)
+        return {"params": params, "optuna_trial": trial.number, "resume_from": resume_from}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.link.note(trial_id, result)
@@ -205,6 +222,8 @@ class OptunaPruningScheduler(FIFOScheduler):
         link = self.link
         report = link.note(trial.trial_id, result)
         ot_trial = link.live.get(trial.trial_id)
+        if ot_trial is not None:
+            link.record_checkpoint(trial, ot_trial)
         if ot_trial is None or not isinstance(report, TrainReport) or not link.definition.prunable:
             return TrialScheduler.CONTINUE
         step = report.step
@@ -234,3 +253,12 @@ def error_reason(trial) -> str:
     except OSError:
         lines = []
     return lines[-1][:500] if lines else "the Ray trial raised an error"
+
+
+def checkpoint_uri(path: str, storage_path: str) -> str:
+    """A Ray checkpoint's path in its filesystem as a URI any node can open: ``s3://bucket/...`` for a
+    bucket (with the storage URI's query, e.g. an endpoint override), ``file:///...`` for a folder."""
+    parts = urllib.parse.urlsplit(storage_path)
+    if parts.scheme in ("", "file"):
+        return Path(path).as_uri() if not path.startswith("file://") else path
+    return f"{parts.scheme}://{path.lstrip('/')}" + (f"?{parts.query}" if parts.query else "")

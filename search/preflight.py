@@ -131,6 +131,33 @@ def launchable_node_types() -> list[dict[str, float]] | None:
         return None
 
 
+def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, placement: Placement) -> str | None:
+    """The per-trial request fits a node that exists now or one the autoscaler can add.
+    Returns a note for the log when the study relies on the autoscaler."""
+    import ray
+
+    now = ray.cluster_resources()
+    gpus, cpus = float(now.get("GPU", 0.0)), float(now.get("CPU", 0.0))
+    if gpus_per_trial <= gpus and cpus_per_trial <= cpus:
+        return None
+    types = launchable_node_types() if placement.cluster else None
+    # a trial's bundle must fit on one node: some node type the autoscaler may launch must hold it
+    fits = [t for t in types or () if t.get("GPU", 0.0) >= gpus_per_trial and t.get("CPU", 0.0) >= cpus_per_trial]
+    if fits:
+        return (f"the cluster has {gpus:g} GPUs and {cpus:g} CPUs now; its autoscaler can add nodes with "
+                f"{fits[0].get('GPU', 0.0):g} GPUs and {fits[0].get('CPU', 0.0):g} CPUs, so trials wait for them")
+    if gpus_per_trial > gpus:
+        more = ""
+        if types is not None:
+            per_type = ", ".join(f"{t.get('GPU', 0.0):g}" for t in types) or "no"
+            more = f", nor can its autoscaler add a node with that many (its node types have {per_type} GPUs)"
+        raise PreflightError(
+            f"--gpus-per-trial {gpus_per_trial:g} asks for more GPUs than {placement.where} has ({gpus:g}){more}; "
+            f"lower it (fractions like 0.5 share a GPU), add GPU nodes, or use --gpus-per-trial 0")
+    raise PreflightError(f"--cpus-per-trial {cpus_per_trial:g} asks for more CPUs than {placement.where} has "
+                         f"({cpus:g}); lower it")
+
+
 def trial_nodes(cpus_per_trial: float, gpus_per_trial: float) -> list[dict]:
     """The alive nodes whose resources can hold one trial."""
     import ray

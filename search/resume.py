@@ -5,7 +5,8 @@ run states are brought in line with it, never the other way round:
 
 - a trial still RUNNING in Optuna lost its driver: it becomes FAIL (reason "interrupted", flag
   ``interrupted``) and its params are enqueued again, so the study reruns exactly that config as a
-  new trial; completed, pruned and failed trials are kept as they are and never rerun;
+  new trial, continuing from the interrupted trial's last checkpoint (its URI in shared storage is
+  kept in Optuna as the trial runs); completed, pruned and failed trials are kept and never rerun;
 - an MLflow trial run still RUNNING gets the status of its Optuna trial (FINISHED / FAILED), or
   KILLED when that trial was interrupted; there is one run per Optuna trial number, so no duplicates;
 - a study counts as done when its finished trials (complete, pruned, failed, not interrupted)
@@ -25,6 +26,8 @@ from optuna.trial import TrialState
 from .tracking import RUN_STATUS, STATE_TAG, TRIAL_TAG, StudyRun, client, trial_runs
 
 INTERRUPTED = "interrupted"
+CHECKPOINT_ATTR = "checkpoint_uri"  # a trial's latest Ray checkpoint, recorded by the driver as it goes
+RESUME_FROM_ATTR = "resume_from"  # on a rerun of an interrupted trial: where to continue from
 INTERRUPTED_REASON = "interrupted: the driver stopped while the trial ran; its params were enqueued again"
 DRIVER_ATTR = "driver"
 
@@ -43,7 +46,10 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
         live.set_user_attr("fail_reason", INTERRUPTED_REASON)
         live.set_user_attr(INTERRUPTED, True)
         study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        attrs = {"retry_of": t.number}
+        if t.user_attrs.get(CHECKPOINT_ATTR):
+            attrs[RESUME_FROM_ATTR] = t.user_attrs[CHECKPOINT_ATTR]
+        study.enqueue_trial(t.params, user_attrs=attrs)
     return [t.number for t in stale]
 
 

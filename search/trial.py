@@ -48,7 +48,14 @@ class Reporter(Protocol):
 
 
 class RayReporter:
-    """Reports through Ray Tune; checkpoints go to the run's storage_path, whichever the node."""
+    """Reports through Ray Tune; checkpoints go to the run's storage_path, whichever the node.
+
+    ``resume_from``: the checkpoint URI of an earlier trial with the same params that a lost driver
+    (or head) cut off; used when Ray has no checkpoint of this trial yet, so the rerun continues
+    from where that one stopped instead of from step 0."""
+
+    def __init__(self, resume_from: str | None = None) -> None:
+        self.resume_from = resume_from
 
     def report(self, message: Report, checkpoint_dir: Path | None) -> None:
         from ray import tune
@@ -60,11 +67,26 @@ class RayReporter:
         from ray import tune
 
         checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return 0
-        with checkpoint.as_directory() as folder:
-            shutil.copyfile(Path(folder) / CHECKPOINT_FILE, checkpoint_path)
-            return int(json.loads((Path(folder) / META_FILE).read_text())["step"])
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                shutil.copyfile(Path(folder) / CHECKPOINT_FILE, checkpoint_path)
+                return int(json.loads((Path(folder) / META_FILE).read_text())["step"])
+        if self.resume_from:
+            return copy_checkpoint(self.resume_from, checkpoint_path)
+        return 0
+
+
+def copy_checkpoint(uri: str, checkpoint_path: Path) -> int:
+    """Copy a trial checkpoint folder's model file from ``uri`` (s3://, gs://, file://) to
+    ``checkpoint_path``; returns its step."""
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(uri)
+    with fs.open_input_stream(f"{root}/{META_FILE}") as f:
+        step = int(json.loads(f.read().decode())["step"])
+    with fs.open_input_stream(f"{root}/{CHECKPOINT_FILE}") as src, open(checkpoint_path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return step
 
 
 class LocalReporter:
@@ -228,6 +250,6 @@ def _real_sample(payload: TrialPayload, n: int, seed: int) -> torch.Tensor:
 
 
 def ray_trainable(config: dict[str, Any], *, payload: TrialPayload) -> None:
-    """The Ray Tune function trainable: config = {"params": ..., "optuna_trial": n}; the payload
-    comes from Ray's object store (``tune.with_parameters``)."""
-    run_trial(payload, config["params"], int(config["optuna_trial"]), RayReporter())
+    """The Ray Tune function trainable: config = {"params": ..., "optuna_trial": n, "resume_from":
+    URI or None}; the payload comes from Ray's object store (``tune.with_parameters``)."""
+    run_trial(payload, config["params"], int(config["optuna_trial"]), RayReporter(config["resume_from"]))

@@ -150,3 +150,33 @@ def test_searcher_and_scheduler_survive_rays_pickling(tmp_path, uri):
     searcher.restore(str(tmp_path / "searcher.json"))
     with pytest.raises(ValueError, match="belongs to another study"):
         OptunaSearcher(dataclasses.replace(link, study_name="other")).restore(str(tmp_path / "searcher.json"))
+
+
+def test_checkpoint_uris_any_node_can_open():
+    from search.bridge import checkpoint_uri
+
+    assert checkpoint_uri("bucket/ray/s-session001/trial_0000_ab/checkpoint_000002", "s3://bucket/ray") == \
+        "s3://bucket/ray/s-session001/trial_0000_ab/checkpoint_000002"
+    assert checkpoint_uri("bucket/ray/t/checkpoint_000001", "s3://bucket/ray?endpoint_override=h:9&scheme=http") == \
+        "s3://bucket/ray/t/checkpoint_000001?endpoint_override=h:9&scheme=http"
+    assert checkpoint_uri("/shared/ray/t/checkpoint_000001", "file:///shared/ray") == \
+        "file:///shared/ray/t/checkpoint_000001"
+    assert checkpoint_uri("/home/u/runs/ray/t/checkpoint_000001", "/home/u/runs/ray") == \
+        "file:///home/u/runs/ray/t/checkpoint_000001"
+
+
+def test_an_interrupted_trial_is_enqueued_again_with_its_checkpoint(tmp_path, uri):
+    from search.resume import CHECKPOINT_ATTR, RESUME_FROM_ATTR, recover_stale_trials
+
+    link = _link(tmp_path, uri, "gan", "none", 2)
+    searcher = OptunaSearcher(link)
+    _, c0, _ = _start(searcher, link)
+    assert c0["resume_from"] is None
+    link.live["t0"] = link.live.popitem()[1]
+    link.live["t0"].set_user_attr(CHECKPOINT_ATTR, "s3://bucket/ray/trial_0000/checkpoint_000003")
+    assert recover_stale_trials(link.optuna_study) == [0]  # the driver was lost with trial 0 running
+    _, c1, _ = _start(searcher, link)
+    assert c1["params"] == c0["params"] and c1["optuna_trial"] == 1
+    assert c1["resume_from"] == "s3://bucket/ray/trial_0000/checkpoint_000003"
+    rerun = optuna.load_study(study_name="bridge", storage=link.storage).trials[1]
+    assert rerun.user_attrs["retry_of"] == 0 and rerun.user_attrs[RESUME_FROM_ATTR].endswith("checkpoint_000003")

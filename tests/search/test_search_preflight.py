@@ -44,3 +44,31 @@ def test_the_storage_probe_leaves_nothing_behind(tmp_path):
     problem = probe_here(str(tmp_path / "afile" / "ray"), "sqlite:///unused.db")
     assert problem.startswith(f"checkpoint storage {tmp_path / 'afile' / 'ray'} is not writable")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_resources_now_or_from_the_autoscaler(tmp_path, monkeypatch):
+    """A real local Ray with 1 CPU and no GPU; the autoscaler's node types from a bootstrap file."""
+    import ray
+
+    from search.preflight import check_resources
+
+    path = tmp_path / "ray_bootstrap_config.yaml"
+    path.write_text(json.dumps({"head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0}, "max_workers": 0},
+        "gpu_worker": {"resources": {"CPU": 4, "GPU": 1}, "max_workers": 2}}}))
+    monkeypatch.setattr(preflight, "BOOTSTRAP_CONFIG", path)
+    cluster, here = Placement(cluster=True, address="auto"), Placement(cluster=False, address=None)
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, logging_level="ERROR")
+    try:
+        assert check_resources(cpus_per_trial=1, gpus_per_trial=0, placement=here) is None
+        note = check_resources(cpus_per_trial=1, gpus_per_trial=0.5, placement=cluster)
+        assert note.startswith("the cluster has 0 GPUs and 1 CPUs now; its autoscaler can add nodes with 1 GPUs")
+        with pytest.raises(PreflightError, match=r"more GPUs than the Ray cluster at auto has \(0\), nor can its "
+                                                 r"autoscaler add a node with that many \(its node types have 1 GPUs\)"):
+            check_resources(cpus_per_trial=1, gpus_per_trial=2, placement=cluster)
+        with pytest.raises(PreflightError, match=r"--gpus-per-trial 0.5 asks for more GPUs than this machine has"):
+            check_resources(cpus_per_trial=1, gpus_per_trial=0.5, placement=here)  # no autoscaler here
+        with pytest.raises(PreflightError, match=r"--cpus-per-trial 8 asks for more CPUs than this machine has"):
+            check_resources(cpus_per_trial=8, gpus_per_trial=0, placement=here)
+    finally:
+        ray.shutdown()

@@ -70,3 +70,21 @@ def test_a_bad_configuration_fails_at_once_with_its_reason(payload):
     assert isinstance(out, FailedReport) and reporter.reports == [out]
     assert out.fail_reason.startswith("ConfigError: ") and "lsgan" in out.fail_reason
     assert "valid choices" in out.fail_reason and "\n" not in out.fail_reason
+
+
+def test_a_rerun_restores_the_interrupted_trials_checkpoint_from_its_uri(tmp_path):
+    """No Ray checkpoint of its own yet: the reporter copies the one the lost driver recorded."""
+    import json
+
+    from search.trial import CHECKPOINT_FILE, META_FILE, RayReporter
+
+    folder = tmp_path / "shared" / "trial_0003_ab" / "checkpoint_000002"
+    folder.mkdir(parents=True)
+    (folder / CHECKPOINT_FILE).write_bytes(b"model state at step 50")
+    (folder / META_FILE).write_text(json.dumps({"step": 50, "mlflow_run_id": "r"}))
+    target = tmp_path / "work" / CHECKPOINT_FILE
+    target.parent.mkdir()
+    # outside a Ray session tune.get_checkpoint() is None, as for a trial Ray has not checkpointed
+    assert RayReporter(resume_from=folder.as_uri()).restore(target) == 50
+    assert target.read_bytes() == b"model state at step 50"
+    assert RayReporter(resume_from=None).restore(tmp_path / "work" / "other.pt") == 0
