@@ -14,20 +14,26 @@ import json
 import math
 import sys
 import types
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor, nn
+# light modules only: torch and the evaluator are imported where used (main() after parsing: fast --help)
+from gan_models.config import OneLineArgumentParser, cli_prog
 
-from gan_models import CheckpointError, DataNotFoundError, load_models, sample_latent
-from gan_models.checkpoint import OutputDirError, check_writable_dir
-from gan_models.config import OneLineArgumentParser
-from gan_models.trainer import check_device
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
-from .cache import CACHE_ENV, resolve_cache_dir
-from .classifier import EVALUATOR_DIR_ENV
-from .evaluator import METRIC_GROUPS, PRDC_KEYS, SCORING_SPACES, Evaluator
-from .evaluator import score as _score_samples
-from .features import FEATURE_SPACES
+# Names that --help shows, declared here without torch (their registries import it): the scoring
+# feature spaces (evaluation.evaluator.SCORING_SPACES), every feature space (evaluation.features.
+# FEATURE_SPACES), the metric groups (evaluation.evaluator.METRIC_GROUPS), the evaluator roles
+# (evaluation.classifier.ROLES) and two environment variables. tests/test_cli_help.py asserts they
+# equal the originals, so they cannot drift apart.
+SCORING_SPACE_NAMES = ("classifier", "logits", "pixel", "vgg16")
+FEATURE_SPACE_NAMES = (*SCORING_SPACE_NAMES, "classifier-alt")
+METRIC_GROUP_NAMES = ("fid", "prdc", "class")
+ROLE_NAMES = ("classifier", "classifier-alt")
+CACHE_ENV_NAME = "GAN_EVAL_CACHE"  # evaluation.cache.CACHE_ENV
+EVALUATOR_DIR_ENV_NAME = "GAN_EVALUATOR_DIR"  # evaluation.classifier.EVALUATOR_DIR_ENV
 
 
 class _CallableModule(types.ModuleType):
@@ -36,24 +42,32 @@ class _CallableModule(types.ModuleType):
     the module, so the module forwards calls to the function and both spellings keep working."""
 
     def __call__(self, samples: Tensor, **kwargs):
+        from .evaluator import score as _score_samples
+
         return _score_samples(samples, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule
 
 
-@torch.no_grad()
 def sample_generator(
     generator: nn.Module, n: int, *, latent_dim: int, latent_prior: str, seed: int = 0,
     batch_size: int = 1000, device: str | torch.device = "cpu",
 ) -> Tensor:
     """n images [n, 1, 28, 28] from latents drawn with a generator seeded by ``seed``."""
-    z = sample_latent(n, latent_dim, latent_prior, generator=torch.Generator().manual_seed(seed), device=device)
-    return torch.cat([generator(z[i : i + batch_size]) for i in range(0, n, batch_size)]).cpu()
+    import torch
+
+    from gan_models import sample_latent
+
+    with torch.no_grad():
+        z = sample_latent(n, latent_dim, latent_prior, generator=torch.Generator().manual_seed(seed), device=device)
+        return torch.cat([generator(z[i : i + batch_size]) for i in range(0, n, batch_size)]).cpu()
 
 
 def format_table(result: dict, spaces: tuple[str, ...]) -> str:
     """Rows: metrics; columns: feature spaces; then the class metrics and the metadata."""
+    from .evaluator import PRDC_KEYS
+
     rows = [m for m in ("fid", *PRDC_KEYS) if m in result]
     lines = []
     if rows:
@@ -78,6 +92,9 @@ def _csv(value: str) -> list[str]:
 def default_metrics(features: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """FID and precision/recall/density/coverage in every space; the class metrics (the evaluator's
     predictions) only when a requested space runs the evaluator anyway, so pixel scores need no classifier."""
+    from .evaluator import METRIC_GROUPS
+    from .features import FEATURE_SPACES
+
     uses_classifier = any(FEATURE_SPACES[f].backbone == "classifier" for f in features)
     return tuple(m for m in METRIC_GROUPS if m != "class" or uses_classifier)
 
@@ -87,26 +104,33 @@ def _fail(message: str) -> SystemExit:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineArgumentParser(prog="python -m evaluation.score", description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(prog=cli_prog("evaluation.score"), description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="checkpoint file written by gan_models.train")
     p.add_argument("--n", type=int, default=10000, help="generated samples (default 10000)")
     p.add_argument("--n-real", type=int, default=10000, help="real images (default 10000)")
     p.add_argument("--split", default="test", choices=["train", "test"], help="real split (default test)")
     p.add_argument("--features", default="classifier",
-                   help=f"comma list, first is the headline; choices: {','.join(SCORING_SPACES)}")
+                   help=f"comma list, first is the headline; choices: {','.join(SCORING_SPACE_NAMES)}")
     p.add_argument("--metrics", default=None,
-                   help=f"comma list of {','.join(METRIC_GROUPS)} (default: all; class only with a classifier space)")
+                   help=f"comma list of {','.join(METRIC_GROUP_NAMES)} "
+                        f"(default: all; class only with a classifier space)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--data-root", default=None, help="MNIST-family data folder (default $GAN_DATA_ROOT)")
-    p.add_argument("--cache-dir", default=None, help=f"real-statistics cache (default ${CACHE_ENV} or ~/.cache)")
+    p.add_argument("--cache-dir", default=None, help=f"real-statistics cache (default ${CACHE_ENV_NAME} or ~/.cache)")
     p.add_argument("--evaluator-dir", default=None,
-                   help=f"trained evaluators of datasets the package does not ship (default ${EVALUATOR_DIR_ENV} "
+                   help=f"trained evaluators of datasets the package does not ship (default ${EVALUATOR_DIR_ENV_NAME} "
                         f"or ~/.cache/gan-refine-search/evaluators)")
     p.add_argument("--vgg16-weights", default=None, help="local torchvision vgg16-397923af.pth (or $GAN_VGG16_WEIGHTS)")
     p.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=1000)
     args = p.parse_args(argv)
+    from gan_models import CheckpointError, DataNotFoundError, load_models
+    from gan_models.checkpoint import OutputDirError, check_writable_dir
+    from gan_models.trainer import check_device
+
+    from .cache import resolve_cache_dir
+    from .evaluator import SCORING_SPACES, Evaluator
 
     features = _csv(args.features)
     bad = [f for f in features if f not in SCORING_SPACES]

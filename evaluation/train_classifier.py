@@ -25,29 +25,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+# light modules only: torch and evaluation.classifier are imported where used (main() after parsing: fast --help)
+from gan_models.config import OneLineArgumentParser, cli_prog
+from gan_models.data import DATASETS, DataNotFoundError
 
-from gan_models import DATASETS, DataNotFoundError, ImageSet, load_images, to_float
-from gan_models.checkpoint import OutputDirError, check_writable_dir
-from gan_models.config import OneLineArgumentParser
+from .score import EVALUATOR_DIR_ENV_NAME, ROLE_NAMES
 
-from .classifier import (
-    EVALUATOR_DIR_ENV,
-    MANIFEST_FORMAT,
-    MANIFEST_NAME,
-    ROLES,
-    WEIGHTS_DIR,
-    LeNet,
-    classifier_name,
-    file_sha256,
-    manifest_key,
-    read_manifest,
-    resolve_evaluator_dir,
-    weights_filename,
-)
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from gan_models import ImageSet
+
+    from .classifier import LeNet
 
 # A shipped evaluator below this test accuracy is refused (only MNIST has a bar the small net clears
 # with margin; Fashion-MNIST / KMNIST evaluators are recorded with whatever accuracy they reach).
@@ -76,6 +68,9 @@ class ClassifierTrainConfig:
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
     """Translate each image [B, 1, 28, 28] by its own (dy, dx) in [-s, s], filling with -1 (background)."""
+    import torch
+    import torch.nn.functional as F
+
     if max_shift == 0:
         return x
     b, _, h, w = x.shape
@@ -88,13 +83,17 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     return padded[torch.arange(b)[:, None, None], 0, rows, cols].unsqueeze(1)
 
 
-@torch.no_grad()
 def accuracy(net: LeNet, images_u8: Tensor, labels: Tensor, *, batch_size: int = 1000) -> float:
+    import torch
+
+    from gan_models import to_float
+
     net.eval()
     correct = 0
-    for i in range(0, images_u8.shape[0], batch_size):
-        logits = net(to_float(images_u8[i : i + batch_size]))
-        correct += int((logits.argmax(1) == labels[i : i + batch_size]).sum())
+    with torch.no_grad():
+        for i in range(0, images_u8.shape[0], batch_size):
+            logits = net(to_float(images_u8[i : i + batch_size]))
+            correct += int((logits.argmax(1) == labels[i : i + batch_size]).sum())
     return correct / images_u8.shape[0]
 
 
@@ -102,6 +101,13 @@ def train_classifier(
     train_u8: Tensor, train_labels: Tensor, config: ClassifierTrainConfig, *, log=None
 ) -> LeNet:
     """Adam with a cosine-decayed learning rate on cross-entropy, random shifts as augmentation."""
+    import torch
+    import torch.nn.functional as F
+
+    from gan_models import to_float
+
+    from .classifier import LeNet
+
     torch.manual_seed(config.seed)  # init and dropout masks
     net = LeNet()
     order = torch.Generator().manual_seed(config.seed + 1000)
@@ -145,6 +151,19 @@ def save_weights(
     """Write the float32 state dict and record its sha256 in the manifest (both atomically).
 
     ``weights_dir``: the folder (default: the evaluator folder, see ``resolve_evaluator_dir``)."""
+    import torch
+
+    from .classifier import (
+        MANIFEST_FORMAT,
+        MANIFEST_NAME,
+        classifier_name,
+        file_sha256,
+        manifest_key,
+        read_manifest,
+        resolve_evaluator_dir,
+        weights_filename,
+    )
+
     folder = resolve_evaluator_dir(weights_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / weights_filename(dataset, role)
@@ -183,22 +202,32 @@ def save_weights(
 def _shipped(dataset: str, role: str, folder: Path) -> bool:
     """True when the package ships this model and ``folder`` is not the package's own: the shipped
     file is found first, so a copy trained into ``folder`` would never be used."""
+    from .classifier import WEIGHTS_DIR, manifest_key, read_manifest
+
     return folder.resolve() != WEIGHTS_DIR and manifest_key(dataset, role) in read_manifest(WEIGHTS_DIR)["models"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineArgumentParser(prog="python -m evaluation.train_classifier", description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(prog=cli_prog("evaluation.train_classifier"), description=__doc__.splitlines()[0])
     p.add_argument("--dataset", action="append", choices=list(DATASETS),
                    help="dataset to train for (repeatable); default: every one whose data is present")
-    p.add_argument("--roles", default=",".join(ROLES), help=f"comma list of roles (default {','.join(ROLES)})")
+    p.add_argument("--roles", default=",".join(ROLE_NAMES),
+                   help=f"comma list of roles; choices: {','.join(ROLE_NAMES)} (default: all)")
     p.add_argument("--epochs", type=int, default=ClassifierTrainConfig.epochs)
     p.add_argument("--batch-size", type=int, default=ClassifierTrainConfig.batch_size)
     p.add_argument("--data-root", default=None, help="MNIST-family data folder (default $GAN_DATA_ROOT)")
     p.add_argument("--evaluator-dir", default=None,
-                   help=f"output folder (default ${EVALUATOR_DIR_ENV}, else ~/.cache/gan-refine-search/evaluators)")
+                   help=f"output folder (default ${EVALUATOR_DIR_ENV_NAME}, "
+                        f"else ~/.cache/gan-refine-search/evaluators)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (fixed for bit-reproducible weights)")
     p.add_argument("--force", action="store_true", help="retrain and overwrite existing weights files")
     args = p.parse_args(argv)
+    import torch
+
+    from gan_models import load_images
+    from gan_models.checkpoint import OutputDirError, check_writable_dir
+
+    from .classifier import ROLES, WEIGHTS_DIR, file_sha256, resolve_evaluator_dir, weights_filename
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     bad = [r for r in roles if r not in ROLES]

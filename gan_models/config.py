@@ -10,12 +10,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import sys
 from dataclasses import dataclass
-from typing import Any, Mapping, NoReturn
+from typing import TYPE_CHECKING, Any, Mapping, NoReturn
 
 from .data import DATASETS
-from .losses import LOSSES, SAN_BASES
-from .networks import ARCHITECTURES, LATENT_PRIORS, NetworkConfig
+
+if TYPE_CHECKING:
+    from .networks import NetworkConfig
+
+# The names of the registries in losses.py (LOSSES, SAN_BASES) and networks.py (ARCHITECTURES,
+# LATENT_PRIORS), in their order: declared here too so that a config and the CLI's --help need no
+# torch. tests/test_cli_help.py asserts they equal the registries, so the two cannot drift apart.
+LOSS_NAMES = ("bce", "wgan", "wgan-gp", "hinge", "san")
+SAN_BASE_NAMES = ("hinge", "bce")
+ARCHITECTURE_NAMES = ("mlp", "dcgan")
+LATENT_PRIOR_NAMES = ("normal", "uniform")
+# field -> its valid values, for validation and for --help
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": tuple(DATASETS), "architecture": ARCHITECTURE_NAMES, "latent_prior": LATENT_PRIOR_NAMES,
+    "loss": LOSS_NAMES, "san_base": SAN_BASE_NAMES,
+}
 
 DEFAULT_LAMBDA_GP = 10.0
 DEFAULT_CLIP_VALUE = 0.01
@@ -57,15 +73,15 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("architecture", self.architecture, ARCHITECTURES)
-        _choice("latent prior", self.latent_prior, LATENT_PRIORS)
-        _choice("loss", self.loss, LOSSES)
+        _choice("dataset", self.dataset, FIELD_CHOICES["dataset"])
+        _choice("architecture", self.architecture, FIELD_CHOICES["architecture"])
+        _choice("latent prior", self.latent_prior, FIELD_CHOICES["latent_prior"])
+        _choice("loss", self.loss, FIELD_CHOICES["loss"])
         self._check_conditional("lambda_gp", "wgan-gp", DEFAULT_LAMBDA_GP)
         self._check_conditional("clip_value", "wgan", DEFAULT_CLIP_VALUE)
         if self.loss == "san":
             object.__setattr__(self, "san_base", self.san_base or "hinge")
-            _choice("san_base", self.san_base, SAN_BASES)
+            _choice("san_base", self.san_base, FIELD_CHOICES["san_base"])
         elif self.san_base is not None:
             raise ConfigError(f"san_base is only used by loss 'san', got loss {self.loss!r}")
         for name in ("latent_dim", "n_critic", "batch_size", "steps"):
@@ -96,6 +112,8 @@ class TrainConfig:
 
     @property
     def network(self) -> NetworkConfig:
+        from .networks import NetworkConfig
+
         return NetworkConfig(
             architecture=self.architecture,
             latent_dim=self.latent_dim,
@@ -129,6 +147,21 @@ def known_fields(cls: type, values: Mapping[str, Any], *, what: str, error: type
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def cli_prog(module: str) -> str:
+    """A CLI's name as it was invoked, for its usage line and messages: ``python -m MODULE`` when run
+    with ``-m``, else the basename of ``sys.argv[0]`` (a console script: gan-train, gan-score, ...).
+    Called in-process (a test, ``python -c``, another program's ``main(argv)``) it says ``python -m MODULE``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == module:
+        return f"python -m {module}"
+    argv0 = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(argv0)
+    if spec is not None or not name or argv0 == "-c" or name.endswith(".py"):  # python -m/-c/some script
+        return f"python -m {module}"
+    return name
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -8,22 +8,49 @@ Files are downloaded through torchvision only when they are absent and ``downloa
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-from torchvision import datasets as tv_datasets
+if TYPE_CHECKING:  # torch and torchvision are imported where used, so the names here load without them
+    import torch
+    from torch import Tensor
+    from torchvision import datasets as tv_datasets
 
 DATA_ROOT_ENV = "GAN_DATA_ROOT"
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "gan-refine-search" / "data"
 
+
+class _TorchvisionClasses(Mapping):
+    """name -> torchvision dataset class, importing torchvision on the first class looked up: the
+    names alone (``in``, iteration, ``len``) need no torch, so the CLIs' ``--help`` can list them."""
+
+    def __init__(self, class_names: dict[str, str]):
+        self._class_names = class_names
+
+    def __getitem__(self, name: str) -> type[tv_datasets.MNIST]:
+        class_name = self._class_names[name]
+        from torchvision import datasets
+
+        return getattr(datasets, class_name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._class_names)
+
+    def __len__(self) -> int:
+        return len(self._class_names)
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(f'{k!r}: torchvision.datasets.{v}' for k, v in self._class_names.items())}}}"
+
+
 # name -> torchvision class; every one of them stores 28x28 grey images and 10 classes.
-DATASETS: dict[str, type[tv_datasets.MNIST]] = {
-    "mnist": tv_datasets.MNIST,
-    "fashion-mnist": tv_datasets.FashionMNIST,
-    "kmnist": tv_datasets.KMNIST,
-}
+DATASETS: Mapping[str, type[tv_datasets.MNIST]] = _TorchvisionClasses({
+    "mnist": "MNIST",
+    "fashion-mnist": "FashionMNIST",
+    "kmnist": "KMNIST",
+})
 SPLITS = ("train", "test")
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -78,6 +105,8 @@ def load_images(
     Raises DataNotFoundError (one line naming the folder, the files and how to point at them)
     when the files are absent and cannot be downloaded.
     """
+    import torch
+
     cls = check_dataset_name(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
@@ -113,6 +142,8 @@ def _missing_message(name: str, folder: Path, files: list[str]) -> str:
 
 def to_float(images_u8: Tensor) -> Tensor:
     """uint8 [B, 28, 28] -> float32 [B, 1, 28, 28] in [-1, 1]."""
+    import torch
+
     return images_u8.unsqueeze(1).to(torch.float32).div_(127.5).sub_(1.0)
 
 
@@ -127,6 +158,8 @@ class BatchSampler:
     def __init__(self, images_u8: Tensor, batch_size: int, *, seed: int, device: torch.device | str = "cpu"):
         if batch_size <= 0 or batch_size > images_u8.shape[0]:
             raise ValueError(f"batch_size must be in [1, {images_u8.shape[0]}], got {batch_size}")
+        import torch
+
         self.device = torch.device(device)
         self.images = images_u8.to(self.device)
         self.batch_size = batch_size
@@ -134,6 +167,8 @@ class BatchSampler:
         self._new_epoch()
 
     def _new_epoch(self) -> None:
+        import torch
+
         self.perm = torch.randperm(self.images.shape[0], generator=self.generator)
         self.cursor = 0
 

@@ -1,10 +1,11 @@
 """Adversarial losses and regularisers (see DESIGN.md, "GAN variants").
 
-Every loss is a pair of small functions with one signature each, kept in ``LOSSES``:
+Every loss is one frozen ``AdversarialLoss`` in ``LOSSES``: a pair of small functions with one signature each,
     d_loss(d_real [B], d_fake [B]) -> scalar      g_loss(d_fake [B]) -> scalar
-where d_* are the discriminator's raw outputs (logits or critic scores).
-Regularisers that need the network itself (gradient penalty, weight clipping, the SAN split)
-are separate functions; ``discriminator_objective`` puts a configured loss together.
+where d_* are the discriminator's raw outputs (logits or critic scores), and what else the loss needs of
+the trainer: weight clipping, a gradient penalty, a SAN head. The trainer asks those declarations, never
+the loss's name. Regularisers that need the network itself (gradient penalty, weight clipping, the SAN
+split) are separate functions; ``discriminator_objective`` puts a configured loss together.
 """
 
 from __future__ import annotations
@@ -21,9 +22,31 @@ from .networks import Discriminator
 
 @dataclass(frozen=True)
 class AdversarialLoss:
+    """One loss, declared once. What it needs beyond ``d_loss`` / ``g_loss``, each with its config field:
+
+    clips_weights: after each D step every weight of D is clipped into [-c, c] (``clip_value``);
+    gradient_penalty: lambda_GP E[(||grad D(x_hat)||_2 - 1)^2] is added to the D loss (``lambda_gp``);
+    san_head: D ends in a SANHead (networks.SANHead); the base loss ``san_base``, one of ``san_bases``
+      (the first is the default), trains "fun" and the direction loss trains "dir"; ``d_loss`` is unused.
+    """
+
     name: str
     d_loss: Callable[[Tensor, Tensor], Tensor]
     g_loss: Callable[[Tensor], Tensor]
+    clips_weights: bool = False
+    gradient_penalty: bool = False
+    san_head: bool = False
+    san_bases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.san_head != bool(self.san_bases):
+            raise ValueError(f"loss {self.name!r}: a SAN head needs its base losses (san_bases), and only it has them")
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The TrainConfig fields this loss reads beyond ``loss`` (the search space's conditional parameters)."""
+        needs = (("lambda_gp", self.gradient_penalty), ("clip_value", self.clips_weights), ("san_base", self.san_head))
+        return tuple(name for name, needed in needs if needed)
 
 
 # bce (non-saturating): L_D = softplus(-D(x)) + softplus(D(G(z))),  L_G = softplus(-D(G(z)))
@@ -50,20 +73,35 @@ def hinge_d(d_real: Tensor, d_fake: Tensor) -> Tensor:
 
 
 LOSSES: dict[str, AdversarialLoss] = {
-    "bce": AdversarialLoss("bce", bce_d, bce_g),
-    "wgan": AdversarialLoss("wgan", wasserstein_d, wasserstein_g),
-    "wgan-gp": AdversarialLoss("wgan-gp", wasserstein_d, wasserstein_g),
-    "hinge": AdversarialLoss("hinge", hinge_d, wasserstein_g),
-    # SAN: the base loss (``san_base``) trains "fun"; the direction term trains "dir"; G as WGAN.
-    "san": AdversarialLoss("san", hinge_d, wasserstein_g),
+    loss.name: loss
+    for loss in (
+        AdversarialLoss("bce", bce_d, bce_g),
+        AdversarialLoss("wgan", wasserstein_d, wasserstein_g, clips_weights=True),
+        AdversarialLoss("wgan-gp", wasserstein_d, wasserstein_g, gradient_penalty=True),
+        AdversarialLoss("hinge", hinge_d, wasserstein_g),
+        # SAN: the base loss (``san_base``) trains "fun"; the direction term trains "dir"; G as WGAN.
+        AdversarialLoss("san", hinge_d, wasserstein_g, san_head=True, san_bases=("hinge", "bce")),
+    )
 }
-SAN_BASES = ("hinge", "bce")
 
 
 def get_loss(name: str) -> AdversarialLoss:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid choices: {', '.join(LOSSES)}")
     return LOSSES[name]
+
+
+def _check_registry() -> tuple[str, ...]:
+    """Checked once, at import: a SAN base is a registered loss that needs nothing of the trainer itself."""
+    bases = tuple(dict.fromkeys(b for loss in LOSSES.values() for b in loss.san_bases))
+    for base in bases:
+        if get_loss(base).options:
+            raise ValueError(f"SAN base loss {base!r} must need no clipping, gradient penalty or SAN head itself")
+    return bases
+
+
+# the losses that can train SAN's "fun" term, in their declared order (the first is the default)
+SAN_BASES = _check_registry()
 
 
 def san_direction_loss(dir_real: Tensor, dir_fake: Tensor) -> Tensor:
@@ -94,30 +132,35 @@ def discriminator_objective(
     x_fake: Tensor,
     *,
     loss: str,
-    san_base: str = "hinge",
+    san_base: str | None = None,
     lambda_gp: float | None = None,
     gp_eps: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The full D loss for one batch, with its parts for logging.
+    """The full D loss for one batch, with its parts for logging; what it adds is what ``loss`` declares.
 
-    Real and fake go through D in one concatenated batch: one matmul per layer instead of two.
+    san_base: the base loss of a SAN head (default: the loss's first declared base); lambda_gp and
+    gp_eps [B, 1, 1, 1]: the gradient penalty's weight and interpolation weights. Each is read only by
+    a loss that declares the need. Real and fake go through D in one concatenated batch: one matmul per
+    layer instead of two.
     """
     spec = get_loss(loss)
     n = x_real.shape[0]
     both = torch.cat([x_real, x_fake.detach()])
     parts: dict[str, Tensor] = {}
-    if loss == "san":
+    if spec.san_head:
+        # L_D = L_base(fun(x), fun(G(z))) + L_dir,  fun = <h, omega.detach()>,  dir = <h.detach(), omega>
         fun, dir_ = D.san_split(both)
-        base = get_loss(san_base)
+        base = get_loss(san_base if san_base is not None else spec.san_bases[0])
         parts["fun"] = base.d_loss(fun[:n], fun[n:])
         parts["dir"] = san_direction_loss(dir_[:n], dir_[n:])
         total = parts["fun"] + parts["dir"]
     else:
         out = D(both)
         total = spec.d_loss(out[:n], out[n:])
-    if loss == "wgan-gp":
+    if spec.gradient_penalty:
+        # L_D += lambda_GP E[(||grad D(x_hat)||_2 - 1)^2]
         if lambda_gp is None or gp_eps is None:
-            raise ValueError("wgan-gp needs lambda_gp and gp_eps")
+            raise ValueError(f"{loss} needs lambda_gp and gp_eps")
         parts["gp"] = gradient_penalty(D, x_real, x_fake, gp_eps)
         total = total + lambda_gp * parts["gp"]
     return total, parts

@@ -28,7 +28,7 @@ class NetworkConfig:
     spectral_norm: bool = False
     dropout: float = 0.0
     batch_norm: bool = False
-    san: bool = False
+    san: bool = False  # D ends in a SANHead: set for a loss that declares san_head (gan_models.losses)
 
 
 def _w(n: int, width: float) -> int:

@@ -16,11 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, OutputDirError, check_writable_dir, load_checkpoint
-from .config import ConfigError, OneLineArgumentParser, TrainConfig
-from .data import DATA_ROOT_ENV, DataNotFoundError, load_images
-from .images import save_grid, save_loss_curve
-from .trainer import DivergenceError, check_device, train_gan
+# light modules only: torch and the heavy ones are imported by main() once the flags parse (fast --help)
+from .config import FIELD_CHOICES, ConfigError, OneLineArgumentParser, TrainConfig, cli_prog
+from .data import DATA_ROOT_ENV, DataNotFoundError
 
 _ARG_TYPES = {"int": int, "float": float, "str": str}
 
@@ -35,14 +33,15 @@ def _arg_type(annotation: str) -> type:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineArgumentParser(prog="python -m gan_models.train", description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(prog=cli_prog("gan_models.train"), description=__doc__.split("\n\n")[0])
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if str(f.type) == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
-        else:
+        else:  # choices are shown, and validated (with the same list in the message) by TrainConfig
+            extra = f"; one of {', '.join(FIELD_CHOICES[f.name])}" if f.name in FIELD_CHOICES else ""
             p.add_argument(flag, type=_arg_type(f.type), default=None, metavar=f.name.upper(),
-                           help=f"default {f.default}")
+                           help=f"default {f.default}{extra}")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--data-root", default=None, help=f"folder with MNIST/raw etc. (default ${DATA_ROOT_ENV})")
     p.add_argument("--download", action="store_true", help="download the dataset if absent (needs network)")
@@ -66,6 +65,8 @@ def _check_resume(out: Path, ckpt: Path, resume: bool, config: TrainConfig) -> N
         raise _BadInput(f"{ckpt} already exists; pass --resume to continue it or choose another --out")
     if not resume:
         return
+    from .checkpoint import load_checkpoint
+
     if not ckpt.is_file():
         raise _BadInput(f"--resume: no checkpoint in {out} (expected {ckpt.name}); "
                         f"drop --resume to start a new run there, or point --out at the run to continue")
@@ -83,6 +84,11 @@ def _error_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .checkpoint import CheckpointError, OutputDirError, check_writable_dir
+    from .data import load_images
+    from .images import save_grid, save_loss_curve
+    from .trainer import DivergenceError, check_device, train_gan
+
     out: Path = args.out
     ckpt = out / "checkpoint.pt"
     try:  # every check comes first, and nothing is written until all pass

@@ -8,6 +8,7 @@ weights on CPU and a resumed run continues exactly where the stopped one was.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -21,7 +22,7 @@ from torch import Tensor
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import BatchSampler, load_images
-from .losses import clip_weights_, discriminator_objective, generator_objective
+from .losses import clip_weights_, discriminator_objective, generator_objective, get_loss
 from .networks import build_discriminator, build_generator, sample_latent
 from .progress import StepProgress
 
@@ -67,13 +68,18 @@ Callback = Callable[["Trainer"], Optional[bool]]
 
 
 class Trainer:
-    """Holds G, D, their optimisers and the data/noise streams; ``train_step`` advances one step."""
+    """Holds G, D, their optimisers and the data/noise streams; ``train_step`` advances one step.
+
+    What a loss needs beyond its D and G losses (weight clipping, a gradient penalty, a SAN head) is read
+    from its declaration in ``LOSSES`` (``self.loss``), never from its name.
+    """
 
     def __init__(self, config: TrainConfig, images_u8: Tensor, *, device: str | torch.device = "cpu"):
         self.config = config
         self.device = check_device(device)
+        self.loss = get_loss(config.loss)
         torch.manual_seed(config.seed)  # network init, then dropout masks
-        net = config.network
+        net = dataclasses.replace(config.network, san=self.loss.san_head)
         self.G = build_generator(net).to(self.device)
         self.D = build_discriminator(net).to(self.device)
         betas = (config.beta1, config.beta2)
@@ -97,16 +103,15 @@ class Trainer:
         with torch.set_grad_enabled(keep_fake):  # D's own update never needs a graph through G
             x_fake = self.G(z)
         gp_eps = None
-        if c.loss == "wgan-gp":
+        if self.loss.gradient_penalty:  # x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1] per sample
             gp_eps = torch.rand(c.batch_size, 1, 1, 1, generator=self.noise).to(self.device)
         loss_d, _ = discriminator_objective(
-            self.D, x_real, x_fake.detach(), loss=c.loss, san_base=c.san_base or "hinge",
-            lambda_gp=c.lambda_gp, gp_eps=gp_eps,
+            self.D, x_real, x_fake.detach(), loss=c.loss, san_base=c.san_base, lambda_gp=c.lambda_gp, gp_eps=gp_eps,
         )
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
-        if c.loss == "wgan":
+        if self.loss.clips_weights:  # w <- clip(w, -c, c) for every weight of D
             clip_weights_(self.D, c.clip_value)
         return loss_d.item(), x_fake
 

@@ -1,12 +1,16 @@
-"""The refiner's one frozen, typed config, validated once at construction.
+"""The refinement methods, each declared once in ``METHODS``, and the refiner's one frozen, typed config,
+validated once at construction.
 
-Which fields a method reads (the others keep their defaults and are not consulted):
-- DOT methods (target, latent, latent-image, embedded-target, embedded-latent): steps, lr,
-  optimizer, norm, delta, k_eff, k_eff_pairs, k_eff_repeats, clip_images; the embedded ones take
-  any k_eff but "gradient" (K_EFF_FOR_EMBEDDED); the latent ones also
-  projection (normal prior only; a uniform prior is always clipped to [-1, 1]); the embedded
-  ones also embedding.
-- ddls: steps, ddls_step_size, ddls_noise_scale, clip_images.
+A method's entry says what it moves (the image x, or the latent z with the result G(z)), the space of its
+transport cost (image, latent, embedding; none for DDLS), its objective and its anchor (the fixed start
+the cost compares with); the config's checks, the costs (refinement.costs), the DOT objective
+(refinement.dot), the refiner registry and the search studies read the entry, never the method's name.
+Which fields a method reads (``RefineMethod.reads``; the others keep their defaults and are not consulted):
+- DOT methods: steps, lr, optimizer, norm, delta, k_eff, k_eff_pairs, k_eff_repeats; the ones that move
+  images also clip_images; the ones that move latents also projection (normal prior only; a uniform prior
+  is always clipped to [-1, 1]); the ones with an embedding cost also embedding, and any k_eff but
+  "gradient" (D has no gradient in an embedding space).
+- ddls (Langevin): steps, ddls_step_size, ddls_noise_scale.
 """
 
 from __future__ import annotations
@@ -18,21 +22,17 @@ from typing import Any, Mapping
 
 from gan_models.config import known_fields
 
-# name -> what the refiner moves and what its transport cost compares (documentation + validation;
-# the step rules live in refinement.dot / refinement.ddls).
-METHODS: dict[str, str] = {
-    "target": "image x, cost ||x - y + delta|| (Tanaka Alg. 1)",
-    "latent": "latent z, cost ||z - z_y + delta|| (Tanaka Alg. 2)",
-    "latent-image": "latent z, cost ||G(z) - G(z_y) + delta|| (the course reports' latent DOT)",
-    "embedded-target": "image x, cost ||E(x) - E(y) + delta||",
-    "embedded-latent": "latent z, cost ||E(G(z)) - E(G(z_y)) + delta||",
-    "ddls": "latent z, Langevin on ||z||^2/2 - d(G(z)) (Che et al. 2020)",
-}
 OPTIMIZERS = ("sgd", "adam")
 NORMS = ("l2", "squared-l2")
 K_EFF_CHOICES = ("estimate", "mean-of-max", "one", "gradient")
-K_EFF_FOR_EMBEDDED = ("estimate", "mean-of-max", "one")  # no gradient of D in an embedding space
 PROJECTIONS = ("exact", "tanaka", "none")
+KINDS = ("dot", "langevin")  # DOT (refinement.dot) or Langevin sampling (refinement.ddls)
+MOVES = ("image", "latent")
+COST_SPACE_NAMES = ("image", "latent", "embedding")
+# the K_eff estimators that need D's gradient in the cost's space (refinement.lipschitz)
+K_EFF_NEEDS_GRADIENT = ("gradient",)
+# the config fields every DOT method reads (besides method and steps)
+_DOT_READS = ("lr", "optimizer", "norm", "delta", "k_eff", "k_eff_pairs", "k_eff_repeats")
 
 
 class RefineConfigError(ValueError):
@@ -50,6 +50,95 @@ def _finite(v: Any) -> bool:
 
 def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class RefineMethod:
+    """One refinement method, declared once (checked at construction).
+
+    kind: "dot" (gradient descent on a transport cost minus D / K_eff) or "langevin" (DDLS).
+    moves: "image" (x itself, from y = G(z_y)) or "latent" (z from z_y; the result is G(z)).
+    cost_space: where DOT's cost c(P(v) - P(v_0) + delta) compares the moving point with its start:
+      "image" (P(v) = x), "latent" (P(z) = z) or "embedding" (P(v) = E(x)); None for Langevin.
+    objective: what a step descends, in the papers' notation. anchor: P(v_0), the start in the cost
+      space (None without a cost). Both follow from moves and cost_space, which the code reads.
+    """
+
+    name: str
+    kind: str
+    moves: str
+    cost_space: str | None
+    objective: str
+    anchor: str | None
+    reference: str = ""
+
+    def __post_init__(self) -> None:
+        _choice(f"kind of method {self.name!r}", self.kind, KINDS)
+        _choice(f"moves of method {self.name!r}", self.moves, MOVES)
+        if (self.kind == "dot") != (self.cost_space is not None) or (self.cost_space is None) != (self.anchor is None):
+            raise RefineConfigError(f"method {self.name!r}: a DOT method has a cost space and an anchor, "
+                                    f"a Langevin one neither")
+        if self.cost_space is not None:
+            _choice(f"cost space of method {self.name!r}", self.cost_space, COST_SPACE_NAMES)
+        if self.cost_space == "latent" and self.moves != "latent":
+            raise RefineConfigError(f"method {self.name!r}: a latent-space cost needs the latent to move")
+
+    @property
+    def dot(self) -> bool:
+        return self.kind == "dot"
+
+    @property
+    def moves_latent(self) -> bool:
+        """True when the refiner updates z (and returns G(z)) rather than the image itself."""
+        return self.moves == "latent"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the transport cost compares features E(x) (D has no gradient there)."""
+        return self.cost_space == "embedding"
+
+    @property
+    def k_eff_choices(self) -> tuple[str, ...]:
+        """The K_eff estimators this method can use (none for Langevin, which divides D by nothing)."""
+        if not self.dot:
+            return ()
+        return tuple(k for k in K_EFF_CHOICES if not (self.embedded and k in K_EFF_NEEDS_GRADIENT))
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The RefineConfig fields this method reads besides ``method`` and ``steps``."""
+        if not self.dot:
+            return ("ddls_step_size", "ddls_noise_scale")
+        return (*_DOT_READS, "projection" if self.moves_latent else "clip_images",
+                *(("embedding",) if self.embedded else ()))
+
+
+def _methods(*methods: RefineMethod) -> dict[str, RefineMethod]:
+    return {m.name: m for m in methods}
+
+
+# name -> its declaration; the step rules live in refinement.dot / refinement.ddls
+METHODS: dict[str, RefineMethod] = _methods(
+    RefineMethod("target", "dot", moves="image", cost_space="image",
+                 objective="H(x) = c(x - y + delta) - D(x) / K_eff", anchor="y = G(z_y)", reference="Tanaka Alg. 1"),
+    RefineMethod("latent", "dot", moves="latent", cost_space="latent",
+                 objective="H(z) = c(z - z_y + delta) - D(G(z)) / k_eff", anchor="z_y", reference="Tanaka Alg. 2"),
+    RefineMethod("latent-image", "dot", moves="latent", cost_space="image",
+                 objective="H(z) = c(G(z) - G(z_y) + delta) - D(G(z)) / K_eff", anchor="G(z_y)",
+                 reference="the course reports' latent DOT"),
+    RefineMethod("embedded-target", "dot", moves="image", cost_space="embedding",
+                 objective="H(x) = c(E(x) - E(y) + delta) - D(x) / K_eff", anchor="E(y)"),
+    RefineMethod("embedded-latent", "dot", moves="latent", cost_space="embedding",
+                 objective="H(z) = c(E(G(z)) - E(G(z_y)) + delta) - D(G(z)) / K_eff", anchor="E(G(z_y))"),
+    RefineMethod("ddls", "langevin", moves="latent", cost_space=None,
+                 objective="Langevin on E(z) = ||z||^2/2 - d(G(z))", anchor=None, reference="Che et al. 2020"),
+)
+
+
+def get_method(name: str) -> RefineMethod:
+    """The declaration of method ``name``; an unknown name raises RefineConfigError listing the valid ones."""
+    _choice("method", name, METHODS)
+    return METHODS[name]
 
 
 @dataclass(frozen=True)
@@ -93,19 +182,25 @@ class RefineConfig:
             raise RefineConfigError(f"clip_images must be a bool, got {self.clip_images!r}")
         if not isinstance(self.embedding, str) or not self.embedding:
             raise RefineConfigError(f"embedding must be a feature-space name, got {self.embedding!r}")
-        if self.k_eff == "gradient" and self.embedded:
-            raise RefineConfigError(f"k_eff 'gradient' needs an image or latent cost space; method {self.method!r} "
-                                    f"measures its cost in embedding space, where D has no gradient (D is a function "
-                                    f"of x, not of E(x)); use one of {', '.join(K_EFF_FOR_EMBEDDED)}")
+        method = self.variant
+        if method.dot and self.k_eff not in method.k_eff_choices:
+            raise RefineConfigError(f"k_eff {self.k_eff!r} needs an image or latent cost space; method {self.method!r} "
+                                    f"measures its cost in {method.cost_space} space, where D has no gradient (D is a "
+                                    f"function of x, not of E(x)); use one of {', '.join(method.k_eff_choices)}")
+
+    @property
+    def variant(self) -> RefineMethod:
+        """The declaration of ``method`` in METHODS."""
+        return METHODS[self.method]
 
     @property
     def moves_latent(self) -> bool:
         """True when the refiner updates z (and returns G(z)) rather than the image itself."""
-        return self.method not in ("target", "embedded-target")
+        return self.variant.moves_latent
 
     @property
     def embedded(self) -> bool:
-        return self.method.startswith("embedded-")
+        return self.variant.embedded
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -1,4 +1,5 @@
-"""Transport costs of DOT and the space each method measures them in.
+"""Transport costs of DOT and the space each method measures them in (its ``cost_space`` in
+refinement.config.METHODS).
 
 Every cost compares a moving point with its fixed start, per sample, in one space:
   latent       ||z - z_y + delta||
@@ -15,6 +16,8 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from .config import METHODS
+
 # name -> c(v) for v [B, P] (one flattened difference per sample) -> [B]
 NORMS: dict[str, Callable[[Tensor], Tensor]] = {
     "l2": lambda v: v.norm(dim=1),
@@ -29,14 +32,8 @@ def transport_cost(a: Tensor, b: Tensor, *, norm: str, delta: float) -> Tensor:
     return NORMS[norm]((a - b).flatten(1) + delta)
 
 
-# method -> the space its transport cost lives in
-COST_SPACES: dict[str, str] = {
-    "target": "image",
-    "latent": "latent",
-    "latent-image": "image",
-    "embedded-target": "embedding",
-    "embedded-latent": "embedding",
-}
+# DOT method -> the space its transport cost lives in (a view of the declarations in METHODS)
+COST_SPACES: dict[str, str] = {name: m.cost_space for name, m in METHODS.items() if m.cost_space is not None}
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,9 +51,14 @@ class CostPosition:
     embedder: nn.Module | None = None
 
     def __call__(self, z: Tensor) -> Tensor:
+        return z if self.space == "latent" else self.point(self.generator(z))
+
+    def point(self, x: Tensor, z: Tensor | None = None) -> Tensor:
+        """The point of the image x = G(z) in this space: z (latent space, which needs z), x or E(x)."""
         if self.space == "latent":
+            if z is None:
+                raise ValueError("a latent-space cost needs the latent z of an image, not the image alone")
             return z
-        x = self.generator(z)
         return x if self.space == "image" else self.embedder(x)
 
     def critic(self, discriminator: nn.Module) -> Callable[[Tensor], Tensor] | None:
@@ -70,9 +72,9 @@ class CostPosition:
 
 def cost_position(method: str, generator: nn.Module, embedder: nn.Module | None) -> CostPosition:
     """The map z [B, d] -> the point of G(z) in the space where ``method`` measures its cost."""
-    if method not in COST_SPACES:
+    space = METHODS[method].cost_space if method in METHODS else None
+    if space is None:
         raise ValueError(f"method {method!r} has no transport cost; valid choices: {', '.join(COST_SPACES)}")
-    space = COST_SPACES[method]
     if space == "embedding" and embedder is None:
         raise ValueError(f"method {method!r} needs an embedding network")
     return CostPosition(space, generator, embedder)

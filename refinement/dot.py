@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .config import RefineConfig
-from .costs import transport_cost
+from .config import METHODS, RefineConfig
+from .costs import cost_position, transport_cost
 from .projection import constrain_latent, project_gradient, sphere_radius
 
 ADAM_BETA2 = 0.9  # Tanaka: Adam(beta1=0, beta2=0.9)
@@ -55,41 +55,8 @@ class RefineState:
         return self.v.shape[0]
 
 
-# -- per-variant objectives H_i(v_i), [B] -------------------------------------------------------
-# target:          H(x) = c(x - y + delta) - D(x) / K_eff
-def _target(r: "DotRefiner", x: Tensor, y: Tensor) -> Tensor:
-    return r.cost(x, y) - r.discriminator(x) / r.k_eff
-
-
-# latent:          H(z) = c(z - z_y + delta) - D(G(z)) / k_eff
-def _latent(r: "DotRefiner", z: Tensor, z_y: Tensor) -> Tensor:
-    return r.cost(z, z_y) - r.discriminator(r.generator(z)) / r.k_eff
-
-
-# latent-image:    H(z) = c(G(z) - G(z_y) + delta) - D(G(z)) / K_eff
-def _latent_image(r: "DotRefiner", z: Tensor, g_zy: Tensor) -> Tensor:
-    x = r.generator(z)
-    return r.cost(x, g_zy) - r.discriminator(x) / r.k_eff
-
-
-# embedded-target: H(x) = c(E(x) - E(y) + delta) - D(x) / K_eff
-def _embedded_target(r: "DotRefiner", x: Tensor, e_y: Tensor) -> Tensor:
-    return r.cost(r.embedder(x), e_y) - r.discriminator(x) / r.k_eff
-
-
-# embedded-latent: H(z) = c(E(G(z)) - E(G(z_y)) + delta) - D(G(z)) / K_eff
-def _embedded_latent(r: "DotRefiner", z: Tensor, e_y: Tensor) -> Tensor:
-    x = r.generator(z)
-    return r.cost(r.embedder(x), e_y) - r.discriminator(x) / r.k_eff
-
-
-OBJECTIVES: dict[str, Callable[["DotRefiner", Tensor, Tensor], Tensor]] = {
-    "target": _target,
-    "latent": _latent,
-    "latent-image": _latent_image,
-    "embedded-target": _embedded_target,
-    "embedded-latent": _embedded_latent,
-}
+# DOT method -> its objective in the papers' notation, as declared in METHODS (DotRefiner.objective computes it)
+OBJECTIVES: dict[str, str] = {name: m.objective for name, m in METHODS.items() if m.dot}
 
 
 # -- optimiser directions: v <- v - eps * direction ----------------------------------------------
@@ -110,7 +77,11 @@ OPTIMIZERS: dict[str, Callable[[Tensor, RefineState, int], Tensor]] = {"sgd": _s
 
 
 class DotRefiner:
-    """One DOT variant with its networks and K_eff; ``start`` / ``step`` / ``images`` on a RefineState."""
+    """One DOT method with its networks and K_eff; ``start`` / ``step`` / ``images`` on a RefineState.
+
+    What the method moves and where its cost lives come from its declaration in METHODS (``self.variant``),
+    never from its name: the objective and the anchor follow from them.
+    """
 
     needs_noise = False
 
@@ -118,34 +89,48 @@ class DotRefiner:
                  latent_prior: str, k_eff: float, embedder: nn.Module | None = None):
         if config.method not in OBJECTIVES:
             raise ValueError(f"unknown DOT method {config.method!r}; valid choices: {', '.join(OBJECTIVES)}")
-        if config.embedded and embedder is None:
-            raise ValueError(f"method {config.method!r} needs an embedding network")
+        self.variant = METHODS[config.method]
+        # P: a point -> its point in the cost space (raises when an embedding cost has no embedder)
+        self.position = cost_position(config.method, generator, embedder)
         self.generator, self.discriminator, self.embedder = generator, discriminator, embedder
         self.config = config
         self.latent_prior = latent_prior
         self.k_eff = float(k_eff)
-        self._objective = OBJECTIVES[config.method]
         self._direction = OPTIMIZERS[config.optimizer]
 
     def cost(self, a: Tensor, b: Tensor) -> Tensor:
         return transport_cost(a, b, norm=self.config.norm, delta=self.config.delta)
 
+    # The objective H_i(v_i), [B], of every DOT method: v is what the method moves (x itself, or z with
+    # x = G(z)), P(v) its point in the method's cost space (refinement.costs), P(v_0) the anchor.
+    #   H(v) = c(P(v) - P(v_0) + delta) - D(x(v)) / K_eff
+    # target:          H(x) = c(x - y + delta) - D(x) / K_eff
+    # latent:          H(z) = c(z - z_y + delta) - D(G(z)) / k_eff
+    # latent-image:    H(z) = c(G(z) - G(z_y) + delta) - D(G(z)) / K_eff
+    # embedded-target: H(x) = c(E(x) - E(y) + delta) - D(x) / K_eff
+    # embedded-latent: H(z) = c(E(G(z)) - E(G(z_y)) + delta) - D(G(z)) / K_eff
+    def objective(self, v: Tensor, anchor: Tensor) -> Tensor:
+        if self.variant.moves_latent:  # v = z
+            x = self.generator(v)
+            p = self.position.point(x, z=v)
+        else:  # v = x
+            x = v
+            p = self.position.point(x)
+        return self.cost(p, anchor) - self.discriminator(x) / self.k_eff
+
     @torch.no_grad()
     def start(self, z_y: Tensor) -> RefineState:
-        """State at step 0 for latents z_y [B, d]."""
-        method = self.config.method
-        if method == "latent":
-            v, anchor = z_y.clone(), z_y.clone()
-        elif method == "latent-image":
-            v, anchor = z_y.clone(), self.generator(z_y)
-        elif method == "embedded-latent":
-            v, anchor = z_y.clone(), self.embedder(self.generator(z_y))
-        else:  # image-space variants move x from y = G(z_y)
+        """State at step 0 for latents z_y [B, d]: v_0 = z_y, or the image y = G(z_y); the anchor is P(v_0)."""
+        if self.variant.moves_latent:
+            v, anchor = z_y.clone(), self.position(z_y)  # anchor z_y, G(z_y) or E(G(z_y))
+            if anchor is z_y:
+                anchor = z_y.clone()  # the state owns its tensors
+        else:
             y = self.generator(z_y)
-            v, anchor = y.clone(), (y if method == "target" else self.embedder(y))
+            v, anchor = y.clone(), self.position.point(y)  # anchor y or E(y)
         moment = torch.zeros_like(v) if self.config.optimizer == "adam" else None
         radius = (sphere_radius(z_y, prior=self.latent_prior, projection=self.config.projection)
-                  if self.config.moves_latent else None)
+                  if self.variant.moves_latent else None)
         return RefineState(v=v, anchor=anchor, second_moment=moment, radius=radius)
 
     def step(self, state: RefineState, t: int, noise: Tensor | None = None) -> None:
@@ -155,13 +140,13 @@ class DotRefiner:
         v = state.v.detach().requires_grad_(True)
         with torch.enable_grad():
             # g_i = dH_i/dv_i, from the gradient of sum_i H_i(v_i); inputs=[v]: no parameter gradients
-            self._objective(self, v, state.anchor).sum().backward(inputs=[v])
+            self.objective(v, state.anchor).sum().backward(inputs=[v])
         g = v.grad
         with torch.no_grad():
-            if self.config.moves_latent:
+            if self.variant.moves_latent:
                 g = project_gradient(g, state.v, prior=self.latent_prior, projection=self.config.projection)
             new = state.v - self.config.lr * self._direction(g, state, t)
-            if self.config.moves_latent:
+            if self.variant.moves_latent:
                 # exact projection: z <- ||z_0|| z / ||z||; uniform prior: z <- clip(z, -1, 1)
                 new = constrain_latent(new, prior=self.latent_prior, projection=self.config.projection,
                                        radius=state.radius)
@@ -171,4 +156,4 @@ class DotRefiner:
 
     @torch.no_grad()
     def images(self, state: RefineState) -> Tensor:
-        return self.generator(state.v) if self.config.moves_latent else state.v.clone()
+        return self.generator(state.v) if self.variant.moves_latent else state.v.clone()

@@ -172,7 +172,7 @@ def k_eff_in_cost_space(config: RefineConfig, generator: nn.Module, discriminato
     Pairs, points and interpolation weights come from their own RNG stream (``seed``), independent
     of the refined samples. ``real_images`` [N, ...] (generator output shape, [-1, 1]): the real
     ends of the image-space interpolates of ``k_eff="gradient"``; unused by the other choices."""
-    if config.method == "ddls":
+    if not config.variant.dot:  # Langevin divides D by nothing
         return math.nan
     rng = torch.Generator().manual_seed(seed)
     draw_latent = lambda m: sample_latent(m, latent_dim, latent_prior, generator=rng, device=device)  # noqa: E731

@@ -1,4 +1,5 @@
-"""The refiner registry (method name -> builder) and the K_eff each method uses."""
+"""The refiner registry (method name -> builder, by the kind its METHODS entry declares) and the K_eff each
+method uses."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Callable, Protocol
 
 from torch import Tensor, nn
 
-from .config import RefineConfig
+from .config import METHODS, RefineConfig
 from .ddls import LangevinRefiner
-from .dot import OBJECTIVES, DotRefiner, RefineState
+from .dot import DotRefiner, RefineState
 from .lipschitz import k_eff_in_cost_space
 
 
@@ -30,7 +31,9 @@ def _ddls(generator, discriminator, config, *, latent_prior, k_eff, embedder):
     return LangevinRefiner(generator, discriminator, config, latent_prior=latent_prior)
 
 
-REFINERS: dict[str, Callable[..., Refiner]] = {**{m: _dot for m in OBJECTIVES}, "ddls": _ddls}
+# kind of method (RefineMethod.kind) -> the builder of its refiner
+_BUILDERS: dict[str, Callable[..., Refiner]] = {"dot": _dot, "langevin": _ddls}
+REFINERS: dict[str, Callable[..., Refiner]] = {name: _BUILDERS[m.kind] for name, m in METHODS.items()}
 
 
 def make_refiner(config: RefineConfig, generator: nn.Module, discriminator: nn.Module, *, latent_prior: str,

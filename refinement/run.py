@@ -21,24 +21,27 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from gan_models import CheckpointError, DataNotFoundError, load_models
-from gan_models.checkpoint import OutputDirError, check_writable_dir
-from gan_models.config import OneLineArgumentParser
-from gan_models.data import DATA_ROOT_ENV
-from gan_models.progress import StepProgress
-from gan_models.trainer import check_device
+# light modules only: torch and the heavy modules are imported by main() once the flags parse (fast --help)
+from evaluation.score import FEATURE_SPACE_NAMES, METRIC_GROUP_NAMES, SCORING_SPACE_NAMES
+from gan_models.config import OneLineArgumentParser, cli_prog
+from gan_models.data import DATA_ROOT_ENV, DataNotFoundError
 
 from .config import K_EFF_CHOICES, METHODS, NORMS, OPTIMIZERS, PROJECTIONS, RefineConfig, RefineConfigError
-from .results import save_result
-from .trajectory import DEFAULT_SCORE_STEPS, check_scorable, refine
+
+if TYPE_CHECKING:
+    import torch
+
+# refinement.trajectory.DEFAULT_SCORE_STEPS, declared here without torch for --help;
+# tests/test_cli_help.py asserts the two are equal
+DEFAULT_SCORE_STEPS = (0, 1, 2, 5, 10, 20)
 
 _TYPES = {"int": int, "float": float, "str": str}
-# shown in --help; validated (with the same lists in the message) by RefineConfig
+# shown in --help; validated (with the same lists in the message) by RefineConfig, the embedding
+# (a feature space of evaluation.features) when the embedder is built
 _CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "norm": NORMS, "k_eff": K_EFF_CHOICES,
-            "projection": PROJECTIONS}
+            "projection": PROJECTIONS, "embedding": FEATURE_SPACE_NAMES}
 
 # The RefineConfig fields each method reads (refinement.dot / refinement.ddls); a flag for any other
 # field would be silently ignored, so the CLI refuses it. "method" and "steps" apply to all.
@@ -61,7 +64,7 @@ _SCORING_DEFAULTS = {"features": "classifier", "metrics": None, "n_real": 10000,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineArgumentParser(prog="python -m refinement.run", description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(prog=cli_prog("refinement.run"), description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="a gan_models checkpoint (generator and discriminator)")
     for f in dataclasses.fields(RefineConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -82,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{','.join(map(str, DEFAULT_SCORE_STEPS))} within --steps); the final step is always scored")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--features", default=None,
-                   help="comma-separated scoring feature spaces, first gives fid etc. (default classifier)")
+                   help=f"comma-separated scoring feature spaces, first gives fid etc.; choices: "
+                        f"{','.join(SCORING_SPACE_NAMES)} (default classifier)")
     p.add_argument("--metrics", default=None,
-                   help="metric groups to compute (default fid,prdc and, with a classifier space, class)")
+                   help=f"comma-separated metric groups to compute; choices: {','.join(METRIC_GROUP_NAMES)} "
+                        f"(default fid,prdc and, with a classifier space, class)")
     p.add_argument("--n-real", type=int, default=None, help="real test images the scores compare with (default 10000)")
     p.add_argument("--cache-dir", default=None, help="real-statistics cache folder (evaluation's default if unset)")
     p.add_argument("--evaluator-dir", default=None,
@@ -158,6 +163,8 @@ def _config(args: argparse.Namespace) -> RefineConfig:
 def _check_out(out: Path, overwrite: bool) -> None:
     """OUT must be writable (or creatable) and empty unless --overwrite; the temp folder beside it
     needs OUT's parent writable too. Checked before any work, since results are written at the end."""
+    from gan_models.checkpoint import OutputDirError, check_writable_dir
+
     try:
         check_writable_dir(out, what="--out")
         if out.is_dir():
@@ -169,6 +176,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def _device(name: str) -> torch.device:
+    from gan_models.trainer import check_device
+
     try:
         return check_device(name, what="--device")
     except ValueError as exc:
@@ -196,6 +205,13 @@ def _publish(tmp: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gan_models import CheckpointError, load_models
+    from gan_models.checkpoint import check_writable_dir
+    from gan_models.progress import StepProgress
+
+    from .results import save_result
+    from .trajectory import check_scorable, refine
+
     config = _config(args)
     _check_applicable(args, config)
     score_steps = _score_steps(args.score_steps, config.steps)

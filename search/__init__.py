@@ -1,13 +1,28 @@
 """Hyperparameter search over GANs and their refinement: named studies (Optuna define-by-run spaces),
-the Ray Tune trial, the Optuna sampling/pruning bridge, MLflow tracking, and `python -m search.run`."""
+the Ray Tune trial, the Optuna sampling/pruning bridge, MLflow tracking, and `python -m search.run`.
 
-from .budgets import BUDGETS, Budget, get_budget
-from .samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
-from .space import Categorical, FloatRange, IntRange, SpaceError, SpaceSampler, narrow, read_study_file
-from .studies import STUDIES, Study, get_study, list_studies, refine_config, train_config
+The names below are imported from their submodules on first use (PEP 562), so importing the package
+imports neither Optuna nor Ray nor torch (the CLI's ``--help``).
+"""
+
+from __future__ import annotations
+
+from gan_models.lazy import lazy_exports
+
+# public name -> the submodule that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("BUDGETS", "Budget", "get_budget"), "budgets"),
+    **dict.fromkeys(("PRUNERS", "SAMPLERS", "make_pruner", "make_sampler"), "samplers"),
+    **dict.fromkeys(("Categorical", "FloatRange", "IntRange", "SpaceError", "SpaceSampler", "narrow",
+                     "read_study_file"), "space"),
+    **dict.fromkeys(("STUDIES", "Study", "get_study", "list_studies", "refine_config", "train_config"), "studies"),
+}
 
 __all__ = [
     "BUDGETS", "Budget", "Categorical", "FloatRange", "IntRange", "PRUNERS", "SAMPLERS", "STUDIES", "SpaceError",
     "SpaceSampler", "Study", "get_budget", "get_study", "list_studies", "make_pruner", "make_sampler", "narrow",
     "read_study_file", "refine_config", "train_config",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from gan_models.config import cli_prog  # light: the heavy modules are imported by the steps that use them
+
 DEFAULT_RUNS_DIR = "runs"
 SETTINGS_ATTR = "search_settings"
 
@@ -148,8 +150,15 @@ def _absolute_sqlite(url: str) -> str:
 
 
 def resolve_stores(opts: SearchOptions, placement) -> Stores:
-    from .preflight import PreflightError, check_storage_path, check_tracking_placement, check_writable_folder
-    from .tracking import default_tracking_uri
+    """The stores' locations, checked from here: usable, and reachable by every node that runs trials."""
+    from .preflight import (
+        PreflightError,
+        check_server_artifacts,
+        check_storage_path,
+        check_tracking_placement,
+        check_writable_folder,
+    )
+    from .tracking import TrackingError, check_tracking_uri, default_tracking_uri
 
     runs_dir = Path(opts.runs_dir).resolve()
     _check_numbers(opts)
@@ -167,7 +176,9 @@ def resolve_stores(opts: SearchOptions, placement) -> Stores:
                 raise PreflightError(f"SQLite store {path} is not a file")
         check_storage_path(stores.storage_path, placement)
         check_tracking_placement(stores.tracking_uri, placement)
-    except PreflightError as exc:
+        check_tracking_uri(stores.tracking_uri)  # reachable now: MLflow's own client would retry for minutes
+        check_server_artifacts(stores.tracking_uri, placement)
+    except (PreflightError, TrackingError) as exc:
         raise SearchError(str(exc)) from None
     return stores
 
@@ -222,8 +233,6 @@ def plan_study(opts: SearchOptions, stores: Stores) -> StudyPlan:
             study_file = read_study_file(opts.study_file)
         except SpaceError as exc:
             raise SearchError(str(exc)) from None
-        except UnicodeDecodeError:
-            raise SearchError(f"study file {opts.study_file} is not UTF-8 text") from None
         if study_file["study"] and opts.study and study_file["study"] != opts.study:
             raise SearchError(f"study file {opts.study_file} is for study {study_file['study']!r}, "
                               f"not --study {opts.study}")
@@ -313,19 +322,13 @@ def _validate(s: StudySettings, study_def):
 
 
 def _read_enqueue_file(path: str, study_def) -> list[dict[str, Any]]:
-    import yaml
-
-    from .space import SpaceError, narrow
+    from .space import SpaceError, narrow, read_yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise SearchError(f"enqueue file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise SearchError(f"enqueue file {p} is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        raise SearchError(f"enqueue file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        data = read_yaml(p, "enqueue file")
+    except SpaceError as exc:
+        raise SearchError(str(exc)) from None
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
         raise SearchError(f"enqueue file {p} must hold a list of parameter mappings")
     for i, params in enumerate(data):
@@ -395,21 +398,15 @@ def start_ray(opts: SearchOptions, stores: Stores, placement) -> list[str]:
 
     import ray
 
-    from .preflight import PreflightError, check_resources, check_server_artifacts, probe_nodes
-    from .tracking import TrackingError, check_tracking_uri
+    from .preflight import PreflightError, check_resources, probe_nodes
 
-    try:
-        check_tracking_uri(stores.tracking_uri)
-        check_server_artifacts(stores.tracking_uri, placement)
-    except (TrackingError, PreflightError) as exc:
-        raise SearchError(str(exc)) from None
     try:
         if placement.cluster:
             ray.init(address=opts.address, logging_level=logging.WARNING, log_to_driver=opts.verbose > 0)
         else:
             ray.init(num_cpus=opts.num_cpus, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=opts.verbose > 0)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
         raise SearchError(f"cannot start or join Ray ({opts.address or 'local'}): {str(exc).splitlines()[0]}") from None
     try:
         notes = [check_resources(cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
@@ -511,7 +508,8 @@ def run_trials(opts: SearchOptions, plan: StudyPlan, stores: Stores, opened: Ope
     payload = TrialPayload(context=context, inputs=inputs)
     link = StudyLink(storage=stores.storage, study_name=plan.name, study=s.study, narrowing=plan.narrowing,
                      sampler=s.sampler, pruner=s.pruner, seed=s.seed, budget=s.budget, n_trials=s.trials,
-                     n_to_run=opened.remaining, study_run=opened.study_run, _study=opened.study)
+                     n_to_run=opened.remaining, study_run=opened.study_run, _study=opened.study,
+                     storage_path=stores.storage_path)
     link.progress = StudyProgress(
         name=plan.name, n_trials=s.trials, n_before=dict(Counter(t.state.name for t in finished_trials(opened.study))),
         steps_per_trial=plan.budget.steps, objectives=plan.study_def.objectives,
@@ -640,15 +638,17 @@ def resume_command(opts: SearchOptions, name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gan_models.data import DATASETS
+    from gan_models.data import DATASETS  # these three are light: --help imports neither torch nor Optuna
 
     from .budgets import BUDGETS
     from .samplers import PRUNERS, SAMPLERS
 
+    # search.studies.STUDIES's names, here without Optuna; tests/test_cli_help.py asserts they are equal
+    studies = ("gan", "dot_latent", "dot_target", "dot_embedded", "ddls", "pareto")
     p = argparse.ArgumentParser(
-        prog="python -m search.run",
+        prog=cli_prog("search.run"),
         description="Run a GAN hyperparameter study: Ray Tune schedules, Optuna samples and prunes, MLflow tracks.")
-    p.add_argument("--study", help="registered study (see --list-studies)")
+    p.add_argument("--study", help=f"registered study: {' | '.join(studies)} (--list-studies describes them)")
     p.add_argument("--list-studies", action="store_true", help="print the registered studies and exit")
     p.add_argument("--study-file", help="YAML {study: NAME, params: {name: value | [choices] | {low, high}}} "
                                         "narrowing or fixing the study's space")

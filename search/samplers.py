@@ -7,23 +7,30 @@ finished trials and how many reports they wait for before deciding.
 
 from __future__ import annotations
 
-from typing import Callable
-
-import optuna
+from typing import TYPE_CHECKING, Callable
 
 from .budgets import Budget
 
+if TYPE_CHECKING:  # Optuna is imported by the functions that build a sampler or pruner, so the names load fast
+    import optuna
+
 
 def _tpe(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
     # random start-up trials: Optuna's 10, fewer for short studies so TPE gets to model something
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, n_trials // 2)))
 
 
 def _random(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
     return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _nsga2(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
     # a generation no larger than half the study, so at least two generations evolve
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(2, n_trials // 2)))
 
@@ -36,21 +43,29 @@ SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
 
 
 def _median(b: Budget) -> optuna.pruners.BasePruner:
+    import optuna
+
     return optuna.pruners.MedianPruner(n_startup_trials=b.prune_startup_trials, n_warmup_steps=b.warmup_steps)
 
 
 def _percentile(b: Budget) -> optuna.pruners.BasePruner:
+    import optuna
+
     # keeps a trial only while it is within the best quarter at the same step
     return optuna.pruners.PercentilePruner(25.0, n_startup_trials=b.prune_startup_trials,
                                            n_warmup_steps=b.warmup_steps)
 
 
 def _hyperband(b: Budget) -> optuna.pruners.BasePruner:
+    import optuna
+
     return optuna.pruners.HyperbandPruner(min_resource=max(b.eval_every, b.warmup_steps), max_resource=b.steps,
                                           reduction_factor=3)
 
 
 def _none(b: Budget) -> optuna.pruners.BasePruner:
+    import optuna
+
     return optuna.pruners.NopPruner()
 
 

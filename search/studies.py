@@ -5,6 +5,11 @@ under wgan, SAN's base loss only under san; refinement options exist only in stu
 the radial projection only for a latent method under a normal prior. Optuna therefore never records
 a value that the run did not use.
 
+Which parameter belongs to which variant is read from the variant's declaration, never its name: a loss's
+conditional options from gan_models.losses.LOSSES (``AdversarialLoss.options``), a refinement method's kind,
+what it moves, its cost space and its K_eff choices from refinement.config.METHODS; each DOT study is the
+set of methods whose declaration matches its description.
+
 No study proposes a configuration that fails after training (tests/search/test_search_space_validity.py
 draws from every study with every sampler and runs the trial's checks): image clipping is not searched,
 since the evaluator rejects images outside [-1, 1] and a trial always scores (clip_images stays True);
@@ -19,18 +24,22 @@ from typing import Any, Callable, Mapping
 import optuna
 
 from gan_models import TrainConfig
+from gan_models.config import ARCHITECTURE_NAMES, LATENT_PRIOR_NAMES, LOSS_NAMES, SAN_BASE_NAMES
+from refinement.config import K_EFF_CHOICES, METHODS, NORMS, OPTIMIZERS, RefineMethod
 
 from .budgets import Budget
 from .space import Categorical, FloatRange, IntRange, Narrowing, ParamSpec, SpaceError, SpaceSampler, narrow
 
 # --- parameter specs ---------------------------------------------------------------------------
 
+# the registries' names (gan_models.losses, gan_models.networks) through their light copies in gan_models.config,
+# which tests/test_cli_help.py holds equal to them: listing the studies imports no torch
 GAN_SPECS: dict[str, ParamSpec] = {
-    "architecture": Categorical(("mlp", "dcgan")),
-    "loss": Categorical(("bce", "wgan", "wgan-gp", "hinge", "san")),
+    "architecture": Categorical(ARCHITECTURE_NAMES),
+    "loss": Categorical(LOSS_NAMES),
     "lambda_gp": FloatRange(1.0, 100.0, log=True),
     "clip_value": FloatRange(1e-3, 0.1, log=True),
-    "san_base": Categorical(("hinge", "bce")),
+    "san_base": Categorical(SAN_BASE_NAMES),
     "n_critic": IntRange(1, 5),
     "lr_g": FloatRange(1e-5, 2e-3, log=True),
     "lr_d": FloatRange(1e-5, 2e-3, log=True),
@@ -38,7 +47,7 @@ GAN_SPECS: dict[str, ParamSpec] = {
     "beta2": FloatRange(0.9, 0.999),
     "spectral_norm": Categorical((False, True)),
     "dropout": FloatRange(0.0, 0.5),
-    "latent_prior": Categorical(("normal", "uniform")),
+    "latent_prior": Categorical(LATENT_PRIOR_NAMES),
     "batch_size": Categorical((32, 64, 128)),
 }
 
@@ -46,13 +55,11 @@ GAN_SPECS: dict[str, ParamSpec] = {
 DOT_SPECS: dict[str, ParamSpec] = {
     "refine_steps": IntRange(1, 20),
     "refine_lr": FloatRange(1e-3, 0.3, log=True),
-    "refine_optimizer": Categorical(("sgd", "adam")),
-    "refine_norm": Categorical(("l2", "squared-l2")),
-    "k_eff": Categorical(("estimate", "mean-of-max", "one", "gradient")),
+    "refine_optimizer": Categorical(OPTIMIZERS),
+    "refine_norm": Categorical(NORMS),
+    "k_eff": Categorical(K_EFF_CHOICES),  # narrowed to what a study's methods can all use (_dot_specs)
     "projection": Categorical(("exact", "tanaka")),
 }
-# embedded DOT measures its cost in a feature space, where D has no gradient (refinement.lipschitz)
-EMBEDDED_K_EFF = Categorical(("estimate", "mean-of-max", "one"))
 
 DDLS_SPECS: dict[str, ParamSpec] = {
     "refine_steps": IntRange(1, 20),
@@ -67,19 +74,28 @@ REFINE_FIELDS = {
     "ddls_step_size": "ddls_step_size", "ddls_noise_scale": "ddls_noise_scale",
 }
 TRAIN_FIELDS = tuple(GAN_SPECS)
-IMAGE_METHODS = ("target", "embedded-target")  # methods that move x itself (the others move z)
+
+
+def methods_where(accept: Callable[[RefineMethod], bool]) -> tuple[str, ...]:
+    """The names of the refinement methods whose declaration ``accept`` takes, in METHODS' order."""
+    return tuple(name for name, m in METHODS.items() if accept(m))
+
+
+# each refining study's methods, chosen by what they declare
+LATENT_DOT = methods_where(lambda m: m.dot and m.moves_latent and not m.embedded)  # latent or image cost
+TARGET_DOT = methods_where(lambda m: m.dot and not m.moves_latent and m.cost_space == "image")
+EMBEDDED_DOT = methods_where(lambda m: m.dot and m.embedded)
+LANGEVIN = methods_where(lambda m: m.kind == "langevin")
 
 # --- define-by-run spaces ----------------------------------------------------------------------
 
 
 def gan_space(s: SpaceSampler) -> dict[str, Any]:
+    from gan_models.losses import get_loss  # torch: only when a trial is sampled
+
     p: dict[str, Any] = {"architecture": s("architecture"), "loss": s("loss")}
-    if p["loss"] == "wgan-gp":
-        p["lambda_gp"] = s("lambda_gp")
-    if p["loss"] == "wgan":
-        p["clip_value"] = s("clip_value")
-    if p["loss"] == "san":
-        p["san_base"] = s("san_base")
+    for name in get_loss(p["loss"]).options:  # lambda_gp, clip_value or san_base, as the loss declares
+        p[name] = s(name)
     for name in ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "spectral_norm", "dropout", "latent_prior",
                  "batch_size"):
         p[name] = s(name)
@@ -89,7 +105,7 @@ def gan_space(s: SpaceSampler) -> dict[str, Any]:
 def _dot_options(s: SpaceSampler, p: dict[str, Any]) -> dict[str, Any]:
     for name in ("refine_steps", "refine_lr", "refine_optimizer", "refine_norm", "k_eff"):
         p[name] = s(name)
-    if p["refine_method"] not in IMAGE_METHODS and p["latent_prior"] == "normal":
+    if METHODS[p["refine_method"]].moves_latent and p["latent_prior"] == "normal":
         # a uniform prior is clipped to [-1, 1] instead; image methods always clip images (scored)
         p["projection"] = s("projection")
     return p
@@ -110,7 +126,7 @@ def dot_space(methods: tuple[str, ...]) -> Callable[[SpaceSampler], dict[str, An
 
 def ddls_space(s: SpaceSampler) -> dict[str, Any]:
     p = gan_space(s)
-    p["refine_method"] = "ddls"
+    p["refine_method"] = _method(s, LANGEVIN)
     for name in ("refine_steps", "ddls_step_size", "ddls_noise_scale"):
         p[name] = s(name)
     return p
@@ -149,14 +165,19 @@ class Study:
         return self.space(SpaceSampler(trial, self.specs, narrowing or {}))
 
 
+def _method_spec(methods: tuple[str, ...]) -> dict[str, ParamSpec]:
+    """The method is a parameter only where a study has more than one (see _method)."""
+    return {"refine_method": Categorical(methods)} if len(methods) > 1 else {}
+
+
 def _dot_specs(methods: tuple[str, ...]) -> dict[str, ParamSpec]:
     """gan's specs + the DOT options that ``methods`` can use (see _dot_options)."""
-    specs = {**GAN_SPECS, **DOT_SPECS}
-    if len(methods) > 1:
-        specs["refine_method"] = Categorical(methods)
-    if any(m.startswith("embedded-") for m in methods):
-        specs["k_eff"] = EMBEDDED_K_EFF
-    if all(m in IMAGE_METHODS for m in methods):
+    specs = {**GAN_SPECS, **DOT_SPECS, **_method_spec(methods)}
+    # the K_eff choices that every method of the study can use (no "gradient" where a cost is embedded)
+    k_eff = tuple(k for k in K_EFF_CHOICES if all(k in METHODS[m].k_eff_choices for m in methods))
+    if k_eff != K_EFF_CHOICES:
+        specs["k_eff"] = Categorical(k_eff)
+    if not any(METHODS[m].moves_latent for m in methods):
         del specs["projection"]
     return specs
 
@@ -175,23 +196,23 @@ STUDIES: dict[str, Study] = {
             specs=GAN_SPECS, space=gan_space, objectives=("fid",), directions=("minimize",), refines=False,
         ),
         _dot_study("dot_latent", "gan's space + latent DOT (latent or image-space cost, lr, steps, K_eff, "
-                   "optimiser); objective: FID after refinement", ("latent", "latent-image")),
+                   "optimiser); objective: FID after refinement", LATENT_DOT),
         _dot_study("dot_target", "gan's space + target-space DOT (lr, steps, K_eff, optimiser); "
-                   "objective: FID after refinement", ("target",)),
+                   "objective: FID after refinement", TARGET_DOT),
         _dot_study("dot_embedded", "gan's space + embedded DOT in the second classifier's features (target or "
-                   "latent); objective: FID after refinement", ("embedded-target", "embedded-latent")),
+                   "latent); objective: FID after refinement", EMBEDDED_DOT),
         Study(
             name="ddls",
             description="gan's space + Langevin latent sampling (step size, noise, steps); "
                         "objective: FID after refinement",
-            specs={**GAN_SPECS, **DDLS_SPECS}, space=ddls_space, objectives=("fid",), directions=("minimize",),
+            specs={**GAN_SPECS, **DDLS_SPECS, **_method_spec(LANGEVIN)}, space=ddls_space, objectives=("fid",),
+            directions=("minimize",),
         ),
         Study(
             name="pareto",
             description="dot_latent's space with two objectives, precision and recall (NSGA-II, no pruning); "
                         "result: the Pareto front",
-            specs=_dot_specs(("latent", "latent-image")),
-            space=dot_space(("latent", "latent-image")), objectives=("precision", "recall"),
+            specs=_dot_specs(LATENT_DOT), space=dot_space(LATENT_DOT), objectives=("precision", "recall"),
             directions=("maximize", "maximize"), default_sampler="nsga2",
         ),
     )

@@ -77,16 +77,29 @@ class RayReporter:
 
 
 def copy_checkpoint(uri: str, checkpoint_path: Path) -> int:
-    """Copy a trial checkpoint folder's model file from ``uri`` (s3://, gs://, file://) to
-    ``checkpoint_path``; returns its step."""
+    """Copy the newest complete checkpoint of the trial whose checkpoint folder is ``uri`` (s3://,
+    gs://, file://) to ``checkpoint_path``; returns its step (0: none, the rerun starts afresh).
+
+    The newest, not necessarily ``uri``: the driver records a trial's checkpoint as Ray registers it,
+    one report behind, and Ray keeps only the latest (older ones are deleted); a head lost
+    mid-upload can leave the newest folder incomplete, so the newest *complete* one is taken."""
     import pyarrow.fs as pafs
 
     fs, root = pafs.FileSystem.from_uri(uri)
-    with fs.open_input_stream(f"{root}/{META_FILE}") as f:
-        step = int(json.loads(f.read().decode())["step"])
-    with fs.open_input_stream(f"{root}/{CHECKPOINT_FILE}") as src, open(checkpoint_path, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    return step
+    parent = root.rsplit("/", 1)[0]
+    siblings = [i.path for i in fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+                if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+    for folder in sorted(set(siblings) | {root}, reverse=True):
+        meta, model = fs.get_file_info([f"{folder}/{META_FILE}", f"{folder}/{CHECKPOINT_FILE}"])
+        if meta.type != pafs.FileType.File or model.type != pafs.FileType.File:
+            continue
+        with fs.open_input_stream(meta.path) as f:
+            step = int(json.loads(f.read().decode())["step"])
+        with fs.open_input_stream(model.path) as src, open(checkpoint_path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return step
+    print(f"warning: no complete checkpoint at {uri}; the rerun starts from step 0", file=sys.stderr)
+    return 0
 
 
 class LocalReporter:

@@ -1,20 +1,29 @@
-"""python -m evaluation.score and python -m evaluation.train_classifier, in a real process: each bad
-input is one `error:` line on stderr, a non-zero exit, and nothing left behind."""
+"""evaluation.score's and evaluation.train_classifier's bad input: each is one `error:` line on
+stderr, a non-zero exit, nothing on stdout, and nothing left behind.
+
+The cases run each CLI's real ``main(argv)`` in this process and end it as the interpreter would
+(``SystemExit("error: ...")`` prints its message on stderr and exits 1); one case per CLI runs
+``python -m MODULE`` in a real process, to prove the console behaviour end to end."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from cli_runner import run_in_process, tree
 import torch
 from test_eval_datasets import write_idx_dataset
 
+from evaluation.score import main as score_main
+from evaluation.train_classifier import main as train_classifier_main
 from gan_models import TrainConfig, Trainer
 
 NO_CUDA = not torch.cuda.is_available()
 UNWRITABLE = "/proc/gan-refine-search-test/dir"
+SUBPROCESS_CASES = {"evaluation.score": "text-file-as-checkpoint", "evaluation.train_classifier": "dataset-absent"}
 
 
 @pytest.fixture(scope="module")
@@ -27,23 +36,26 @@ def checkpoint(tmp_path_factory, mnist_train) -> Path:
     return path
 
 
-def _tree(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
-
-
-def _run_bad(module: str, argv: list[str], folder: Path, expected: str) -> None:
-    """Run ``module`` in ``folder`` (holding FILE, a text file, and RANDOM, random bytes) and check the contract."""
+def _run_bad(module: str, main: Callable, case: str, argv: list[str], folder: Path, expected: str,
+             monkeypatch, capfd) -> None:
+    """Run ``module`` in ``folder`` (holding FILE, a text file, and RANDOM, random bytes) and check the contract:
+    in a real process for the module's SUBPROCESS_CASES case, else its ``main`` in this one."""
     (folder / "FILE").write_text("not a checkpoint, not a folder\n")
     (folder / "RANDOM").write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
                                                   dtype=torch.uint8).numpy().tobytes())
-    before = _tree(folder)
-    proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=folder, capture_output=True, text=True,
-                          timeout=300)
-    lines = proc.stderr.splitlines()
-    assert proc.returncode != 0 and proc.stdout == ""
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    before = tree(folder)
+    if case == SUBPROCESS_CASES[module]:
+        proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=folder, capture_output=True, text=True,
+                              timeout=300)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        monkeypatch.chdir(folder)
+        code, out, err = run_in_process(main, argv, capfd)
+    lines = err.splitlines()
+    assert code != 0 and out == ""
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expected in lines[0]
-    assert _tree(folder) == before
+    assert tree(folder) == before
 
 
 # (id, arguments, text the error line must contain); CKPT is a real checkpoint. "--cache-dir CACHE"
@@ -69,11 +81,11 @@ SCORE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("args, expected", [c[1:] for c in SCORE_CASES], ids=[c[0] for c in SCORE_CASES])
-def test_score_bad_input(args, expected, tmp_path, checkpoint, data_root):
+@pytest.mark.parametrize("case, args, expected", SCORE_CASES, ids=[c[0] for c in SCORE_CASES])
+def test_score_bad_input(case, args, expected, tmp_path, checkpoint, data_root, monkeypatch, capfd):
     argv = [str(checkpoint) if a == "CKPT" else a for a in args] + ["--data-root", str(data_root)]
     argv += [] if "--cache-dir" in args else ["--cache-dir", "CACHE"]
-    _run_bad("evaluation.score", argv, tmp_path, expected)
+    _run_bad("evaluation.score", score_main, case, argv, tmp_path, expected, monkeypatch, capfd)
 
 
 TRAIN_CLASSIFIER_CASES = [
@@ -87,6 +99,8 @@ TRAIN_CLASSIFIER_CASES = [
     ("unknown-dataset", ["--dataset", "cifar10"], "argument --dataset: invalid choice: 'cifar10'"),
     ("dataset-absent", ["--dataset", "fashion-mnist"], "fashion-mnist data not found"),
 ]
+assert SUBPROCESS_CASES["evaluation.score"] in [c[0] for c in SCORE_CASES]
+assert SUBPROCESS_CASES["evaluation.train_classifier"] in [c[0] for c in TRAIN_CLASSIFIER_CASES]
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +108,10 @@ def kmnist_only_root(tmp_path_factory) -> Path:
     return write_idx_dataset(tmp_path_factory.mktemp("kmnist-only"), "kmnist")
 
 
-@pytest.mark.parametrize("args, expected", [c[1:] for c in TRAIN_CLASSIFIER_CASES],
-                         ids=[c[0] for c in TRAIN_CLASSIFIER_CASES])
-def test_train_classifier_bad_input(args, expected, tmp_path, kmnist_only_root):
+@pytest.mark.parametrize("case, args, expected", TRAIN_CLASSIFIER_CASES, ids=[c[0] for c in TRAIN_CLASSIFIER_CASES])
+def test_train_classifier_bad_input(case, args, expected, tmp_path, kmnist_only_root, monkeypatch, capfd):
     argv = [*args, "--data-root", str(kmnist_only_root)]
     argv += [] if "--epochs" in args else ["--epochs", "1"]
     argv += [] if "--dataset" in args else ["--dataset", "kmnist"]
     argv += [] if "--evaluator-dir" in args else ["--evaluator-dir", "EVALUATORS"]
-    _run_bad("evaluation.train_classifier", argv, tmp_path, expected)
+    _run_bad("evaluation.train_classifier", train_classifier_main, case, argv, tmp_path, expected, monkeypatch, capfd)

@@ -1,5 +1,7 @@
-"""Golden values for each loss on fixed inputs, the gradient penalty's closed form, and SAN's detaches."""
+"""Golden values for each loss on fixed inputs, the declarations of the registry, the gradient penalty's closed
+form, and SAN's detaches."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,7 +9,15 @@ import torch
 from torch import nn
 
 from gan_models import LOSSES, NetworkConfig, build_discriminator, get_loss
-from gan_models.losses import clip_weights_, discriminator_objective, gradient_penalty
+from gan_models.losses import (
+    SAN_BASES,
+    AdversarialLoss,
+    bce_d,
+    bce_g,
+    clip_weights_,
+    discriminator_objective,
+    gradient_penalty,
+)
 
 
 def t(*v):
@@ -36,6 +46,46 @@ def test_unknown_loss_lists_valid_ones():
     with pytest.raises(ValueError, match="valid choices: bce, wgan, wgan-gp, hinge, san"):
         get_loss("lsgan")
     assert list(LOSSES) == ["bce", "wgan", "wgan-gp", "hinge", "san"]
+
+
+def test_declared_needs_follow_the_design_table():
+    """DESIGN.md: wgan clips D's weights, wgan-gp adds a gradient penalty, san has a SAN head on hinge or bce."""
+    declared = {name: (loss.clips_weights, loss.gradient_penalty, loss.san_head) for name, loss in LOSSES.items()}
+    assert declared == {"bce": (False, False, False), "wgan": (True, False, False), "wgan-gp": (False, True, False),
+                        "hinge": (False, False, False), "san": (False, False, True)}
+    assert {name: loss.options for name, loss in LOSSES.items()} == {
+        "bce": (), "wgan": ("clip_value",), "wgan-gp": ("lambda_gp",), "hinge": (), "san": ("san_base",)}
+    assert SAN_BASES == ("hinge", "bce")
+    assert all(name == loss.name for name, loss in LOSSES.items())
+
+
+def test_declarations_are_frozen_and_checked_once():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LOSSES["bce"].clips_weights = True  # type: ignore[misc]
+    with pytest.raises(ValueError, match="a SAN head needs its base losses"):
+        AdversarialLoss("san2", bce_d, bce_g, san_head=True)
+    with pytest.raises(ValueError, match="a SAN head needs its base losses"):
+        AdversarialLoss("odd", bce_d, bce_g, san_bases=("bce",))
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_objective_adds_exactly_the_declared_terms(name):
+    """Without a network-specific need a loss is its d_loss on D's outputs; a GP loss adds lambda * gp."""
+    spec = get_loss(name)
+    torch.manual_seed(2)
+    D = build_discriminator(NetworkConfig(width=0.25, san=spec.san_head))
+    x, y = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
+    eps = torch.rand(4, 1, 1, 1)
+    total, parts = discriminator_objective(D, x, y, loss=name, lambda_gp=10.0, gp_eps=eps)
+    assert set(parts) == ({"fun", "dir"} if spec.san_head else set()) | ({"gp"} if spec.gradient_penalty else set())
+    if spec.san_head:  # default base: the first declared one
+        assert parts["fun"].item() == pytest.approx(get_loss(spec.san_bases[0]).d_loss(D(x), D(y)).item(), rel=1e-5)
+    base = parts["fun"] + parts["dir"] if spec.san_head else spec.d_loss(D(x), D(y))
+    expected = base + 10.0 * gradient_penalty(D, x, y, eps) if spec.gradient_penalty else base
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    if spec.gradient_penalty:
+        with pytest.raises(ValueError, match=f"{name} needs lambda_gp and gp_eps"):
+            discriminator_objective(D, x, y, loss=name)
 
 
 class Linear(nn.Module):

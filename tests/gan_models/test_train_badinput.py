@@ -1,16 +1,23 @@
-"""python -m gan_models.train, in a real process: each bad input is one `error:` line on stderr,
-a non-zero exit, and nothing left behind (no OUT folder, no config.json, no temp file)."""
+"""gan_models.train's bad input: each is one `error:` line on stderr, a non-zero exit, nothing on
+stdout, and nothing left behind (no OUT folder, no config.json, no temp file).
+
+The cases run the CLI's real ``main(argv)`` in this process and end it as the interpreter would
+(``SystemExit("error: ...")`` prints its message on stderr and exits 1); one case runs
+``python -m gan_models.train`` in a real process, to prove the console behaviour end to end."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from cli_runner import run_in_process, tree
 import torch
 
+from gan_models.train import main
+
 NO_CUDA = not torch.cuda.is_available()
+SUBPROCESS_CASE = "device-unknown"
 
 # (id, arguments, text the one error line must contain). FILE is a regular file in the test folder,
 # OUT a fresh path there; "--out OUT" is added unless the case gives its own --out.
@@ -33,22 +40,25 @@ CASES = [
     ("unknown-option", ["--lamda-gp", "5"], "unrecognized arguments: --lamda-gp 5"),
     ("not-a-number", ["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
 ]
+assert SUBPROCESS_CASE in [c[0] for c in CASES]
 
 
-def _tree(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
-
-
-@pytest.mark.parametrize("args, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_leaves_nothing(args, expected, tmp_path, data_root):
+@pytest.mark.parametrize("case, args, expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_leaves_nothing(case, args, expected, tmp_path, data_root, monkeypatch, capfd):
     (tmp_path / "FILE").write_text("not a folder\n")
-    cmd = [sys.executable, "-m", "gan_models.train", *args, "--data-root", str(data_root), "--no-progress"]
-    cmd += [] if "--out" in args else ["--out", "OUT"]
-    cmd += [] if "--steps" in args else ["--steps", "2"]
-    before = _tree(tmp_path)
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    lines = proc.stderr.splitlines()
-    assert proc.returncode != 0
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    argv = [*args, "--data-root", str(data_root), "--no-progress"]
+    argv += [] if "--out" in args else ["--out", "OUT"]
+    argv += [] if "--steps" in args else ["--steps", "2"]
+    before = tree(tmp_path)
+    if case == SUBPROCESS_CASE:
+        proc = subprocess.run([sys.executable, "-m", "gan_models.train", *argv], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        monkeypatch.chdir(tmp_path)
+        code, out, err = run_in_process(main, argv, capfd)
+    lines = err.splitlines()
+    assert code != 0 and out == ""
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expected in lines[0]
-    assert _tree(tmp_path) == before  # no OUT, no config.json, no temp files
+    assert tree(tmp_path) == before  # no OUT, no config.json, no temp files

@@ -1,11 +1,15 @@
-"""Every loss x both architectures trains on real MNIST; determinism; resume == uninterrupted; divergence."""
+"""Every loss x both architectures trains on real MNIST; every loss's declared needs are what the trainer does;
+determinism; resume == uninterrupted; divergence."""
 
 import math
 
 import pytest
 import torch
 
-from gan_models import ARCHITECTURES, LOSSES, DivergenceError, TrainConfig, Trainer, load_models, train_gan
+from gan_models import ARCHITECTURES, LOSSES, DivergenceError, TrainConfig, Trainer, get_loss, load_models, train_gan
+from gan_models import losses as losses_module
+from gan_models import trainer as trainer_module
+from gan_models.networks import Discriminator, SANHead
 
 
 def _params(module):
@@ -15,7 +19,8 @@ def _params(module):
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
 @pytest.mark.parametrize("loss", list(LOSSES))
 def test_each_loss_and_architecture_trains(loss, architecture, mnist_train):
-    extra = {"n_critic": 2} if loss in ("wgan", "wgan-gp") else {}
+    spec = get_loss(loss)
+    extra = {"n_critic": 2} if spec.clips_weights or spec.gradient_penalty else {}  # critic losses
     cfg = TrainConfig(loss=loss, architecture=architecture, steps=3, batch_size=16, spectral_norm=loss == "hinge",
                       dropout=0.3 if loss == "bce" else 0.0, batch_norm=loss == "bce", **extra)
     trainer = Trainer(cfg, mnist_train.images[:512])
@@ -25,10 +30,52 @@ def test_each_loss_and_architecture_trains(loss, architecture, mnist_train):
         assert math.isfinite(losses["loss_d"]) and math.isfinite(losses["loss_g"])
     assert any(not torch.equal(a, b) for a, b in zip(g0, _params(trainer.G)))
     assert any(not torch.equal(a, b) for a, b in zip(d0, _params(trainer.D)))
-    if loss == "wgan":
+    if spec.clips_weights:
         assert max(p.abs().max().item() for p in trainer.D.parameters()) <= cfg.clip_value + 1e-12
     x = trainer.sample(8)
     assert x.shape == (8, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+
+
+class _Spy:
+    """Wraps a function and counts its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_each_loss_gets_what_it_declares_and_nothing_else(loss, architecture, monkeypatch):
+    """The contract of the LOSSES registry: 2 steps on tiny random data; weight clipping after every D step iff
+    the loss declares it, a gradient penalty term in every D loss iff declared, a SAN head (and its split) iff
+    declared; the config holds exactly the options the loss declares, and a checkpoint rebuilds the same D."""
+    spec = get_loss(loss)
+    clip = _Spy(losses_module.clip_weights_)
+    penalty = _Spy(losses_module.gradient_penalty)
+    split = _Spy(Discriminator.san_split)
+    monkeypatch.setattr(trainer_module, "clip_weights_", clip)
+    monkeypatch.setattr(losses_module, "gradient_penalty", penalty)
+    monkeypatch.setattr(Discriminator, "san_split", lambda self, x: split(self, x))
+    cfg = TrainConfig(loss=loss, architecture=architecture, width=0.25, n_critic=2, steps=2, batch_size=8)
+    images = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(cfg, images)
+    for _ in range(cfg.steps):
+        trainer.train_step()
+    d_steps = cfg.steps * cfg.n_critic
+    assert clip.calls == (d_steps if spec.clips_weights else 0)
+    bound = max(p.abs().max().item() for p in trainer.D.parameters())
+    assert (bound <= 0.01 + 1e-12) == spec.clips_weights  # the default clip value; initial weights exceed it
+    assert penalty.calls == (d_steps if spec.gradient_penalty else 0)
+    assert isinstance(trainer.D.head, SANHead) == spec.san_head
+    assert split.calls == (d_steps if spec.san_head else 0)
+    # the config's conditional options are the ones the loss declares (set to their defaults here)
+    present = {name for name in ("lambda_gp", "clip_value", "san_base") if getattr(cfg, name) is not None}
+    assert present == set(spec.options)
+    assert cfg.network.san == spec.san_head  # what load_models rebuilds D from
 
 
 def test_uniform_prior_and_width_multiplier(mnist_train):

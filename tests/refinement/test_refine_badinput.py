@@ -1,5 +1,9 @@
-"""python -m refinement.run, in a real process: each bad input is one `error:` line on stderr, a
-non-zero exit, and nothing left behind (no --out folder, no temp folder beside it, no cache)."""
+"""refinement.run's bad input: each is one `error:` line on stderr, a non-zero exit, nothing on
+stdout, and nothing left behind (no --out folder, no temp folder beside it, no cache).
+
+The cases run the CLI's real ``main(argv)`` in this process and end it as the interpreter would
+(``SystemExit("error: ...")`` prints its message on stderr and exits 1); one case runs
+``python -m refinement.run`` in a real process, to prove the console behaviour end to end."""
 
 from __future__ import annotations
 
@@ -8,12 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import run_in_process, tree
 import torch
 
 from gan_models import TrainConfig, Trainer
+from refinement.run import main
 
 NO_CUDA = not torch.cuda.is_available()
 UNWRITABLE = "/proc/gan-refine-search-test/dir"
+SUBPROCESS_CASE = "text-file-as-checkpoint"
 
 
 def _checkpoint(path: Path, images, **config) -> Path:
@@ -32,13 +39,6 @@ def checkpoints(tmp_path_factory, mnist_train) -> dict[str, Path]:
             "UNIFORM_CKPT": _checkpoint(folder / "uniform.pt", images, latent_prior="uniform")}
 
 
-def _tree(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
-
-
-# (id, arguments, text the error line must contain). CKPT / UNIFORM_CKPT are real checkpoints (normal
-# and uniform latent prior), FILE a text file, RANDOM random bytes; "--out OUT" and
-# "--cache-dir CACHE" (fresh paths that must stay uncreated) are added unless the case gives them.
 CASES = [
     ("text-file-as-checkpoint", ["FILE"], "checkpoint FILE is corrupt or unreadable: not a torch archive"),
     ("random-bytes-as-checkpoint", ["RANDOM"], "checkpoint RANDOM is corrupt or unreadable: not a torch archive"),
@@ -72,8 +72,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("args, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_leaves_nothing(args, expected, tmp_path, checkpoints, data_root):
+@pytest.mark.parametrize("case, args, expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_leaves_nothing(case, args, expected, tmp_path, checkpoints, data_root, monkeypatch,
+                                                  capfd):
     (tmp_path / "FILE").write_text("not a checkpoint, not a folder\n")
     (tmp_path / "RANDOM").write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
                                                     dtype=torch.uint8).numpy().tobytes())
@@ -82,11 +83,16 @@ def test_bad_input_is_one_line_and_leaves_nothing(args, expected, tmp_path, chec
     argv += [] if "--cache-dir" in args or "--no-score" in args else ["--cache-dir", "CACHE"]
     argv += [] if "--no-score" in args else ["--data-root", str(data_root)]
     argv += [] if "--n" in args else ["--n", "20"]
-    before = _tree(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "refinement.run", *argv], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
-    lines = proc.stderr.splitlines()
-    assert proc.returncode != 0 and proc.stdout == ""
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    before = tree(tmp_path)
+    if case == SUBPROCESS_CASE:
+        proc = subprocess.run([sys.executable, "-m", "refinement.run", *argv], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        monkeypatch.chdir(tmp_path)
+        code, out, err = run_in_process(main, argv, capfd)
+    lines = err.splitlines()
+    assert code != 0 and out == ""
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expected in lines[0]
-    assert _tree(tmp_path) == before
+    assert tree(tmp_path) == before

@@ -1,11 +1,15 @@
+import dataclasses
+
 import pytest
 
 from refinement import K_EFF_CHOICES, METHODS, RefineConfig, RefineConfigError
+from refinement.config import RefineMethod, get_method
 
 
 def test_defaults_follow_tanaka():
     c = RefineConfig()
-    assert (c.method, c.lr, c.optimizer, c.delta, c.k_eff, c.k_eff_pairs) == ("latent", 0.01, "adam", 0.001, "estimate", 100)
+    assert (c.method, c.lr, c.optimizer, c.delta, c.k_eff, c.k_eff_pairs) == (
+        "latent", 0.01, "adam", 0.001, "estimate", 100)
     assert c.embedding == "classifier-alt"
     assert RefineConfig.from_dict(c.to_dict()) == c
 
@@ -52,8 +56,67 @@ def test_zero_steps_allowed_in_the_library_and_frozen():
     assert c.replace(steps=4).steps == 4
 
 
-def test_method_kinds():
-    assert not RefineConfig(method="target").moves_latent
-    assert not RefineConfig(method="embedded-target").moves_latent
-    assert RefineConfig(method="latent-image").moves_latent
-    assert RefineConfig(method="embedded-latent").embedded and not RefineConfig(method="latent").embedded
+def test_declared_methods_follow_the_design():
+    """DESIGN.md, Refinement: what each method moves and where its transport cost lives."""
+    declared = {name: (m.kind, m.moves, m.cost_space) for name, m in METHODS.items()}
+    assert declared == {
+        "target": ("dot", "image", "image"),
+        "latent": ("dot", "latent", "latent"),
+        "latent-image": ("dot", "latent", "image"),
+        "embedded-target": ("dot", "image", "embedding"),
+        "embedded-latent": ("dot", "latent", "embedding"),
+        "ddls": ("langevin", "latent", None),
+    }
+    assert all(name == m.name for name, m in METHODS.items())
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_config_reads_the_declaration(name):
+    m = get_method(name)
+    c = RefineConfig(method=name)
+    assert c.variant is m and c.moves_latent == (m.moves == "latent") and c.embedded == (m.cost_space == "embedding")
+    # the k_eff choices a method accepts are the declared ones (Langevin divides D by nothing: any is ignored)
+    for k in K_EFF_CHOICES:
+        if not m.dot or k in m.k_eff_choices:
+            assert RefineConfig(method=name, k_eff=k).k_eff == k
+        else:
+            with pytest.raises(RefineConfigError, match=f"use one of {', '.join(m.k_eff_choices)}"):
+                RefineConfig(method=name, k_eff=k)
+    assert ("gradient" in m.k_eff_choices) == (m.dot and m.cost_space != "embedding")
+    # the fields it reads are config fields; a DOT method reads projection iff it moves the latent,
+    # clip_images iff it moves the image, embedding iff its cost is embedded
+    assert set(m.reads) <= {f.name for f in dataclasses.fields(RefineConfig)} - {"method", "steps"}
+    if m.dot:
+        assert ("projection" in m.reads) == (m.moves == "latent") != ("clip_images" in m.reads)
+        assert ("embedding" in m.reads) == (m.cost_space == "embedding")
+        assert m.objective.startswith("H(z)" if m.moves == "latent" else "H(x)")
+        assert ("E(" in m.anchor) == (m.cost_space == "embedding")
+
+
+def test_the_cli_refuses_flags_by_the_declarations():
+    from refinement.run import METHOD_FIELDS
+
+    assert METHOD_FIELDS == {name: m.reads for name, m in METHODS.items()}
+
+
+def test_unknown_method_lookup_lists_valid_choices():
+    with pytest.raises(RefineConfigError, match="unknown method 'latnet'; valid choices: target, latent, latent-image"):
+        get_method("latnet")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"kind": "annealing"}, "unknown kind of method 'm' 'annealing'; valid choices: dot, langevin"),
+    ({"moves": "feature"}, "unknown moves of method 'm' 'feature'"),
+    ({"cost_space": "pixel"}, "unknown cost space of method 'm' 'pixel'; valid choices: image, latent, embedding"),
+    ({"cost_space": None}, "a DOT method has a cost space and an anchor"),
+    ({"anchor": None}, "a DOT method has a cost space and an anchor"),
+    ({"kind": "langevin"}, "a DOT method has a cost space and an anchor, a Langevin one neither"),
+    ({"moves": "image"}, "a latent-space cost needs the latent to move"),
+])
+def test_a_declaration_is_checked_once_at_construction(changes, message):
+    good = dict(name="m", kind="dot", moves="latent", cost_space="latent", objective="H(z)", anchor="z_y")
+    RefineMethod(**good)
+    with pytest.raises(RefineConfigError, match=message):
+        RefineMethod(**{**good, **changes})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        METHODS["latent"].moves = "image"  # type: ignore[misc]

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from refinement import COST_SPACES, METHODS, cost_position, transport_cost
+from refinement.costs import CostPosition
 
 from refine_toys import Identity, LinearMap
 
@@ -31,7 +32,9 @@ def test_unknown_norm():
 
 
 def test_every_dot_method_has_a_cost_space():
-    assert set(COST_SPACES) == set(METHODS) - {"ddls"}
+    assert COST_SPACES == {name: m.cost_space for name, m in METHODS.items() if m.dot}
+    with pytest.raises(ValueError, match="method 'ddls' has no transport cost; valid choices: target, latent"):
+        cost_position("ddls", Identity(), None)
     g = LinearMap(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
     e = LinearMap(torch.tensor([[1.0, 1.0]]))
     z = torch.tensor([[1.0, 1.0]])
@@ -41,3 +44,16 @@ def test_every_dot_method_has_a_cost_space():
     assert torch.allclose(cost_position("embedded-latent", g, e)(z), torch.tensor([[5.0]]))
     with pytest.raises(ValueError, match="needs an embedding"):
         cost_position("embedded-target", Identity(), None)
+
+
+def test_point_of_an_image_in_each_space():
+    g = LinearMap(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
+    e = LinearMap(torch.tensor([[1.0, 1.0]]))
+    z = torch.tensor([[1.0, 1.0]])
+    x = g(z)
+    for space, expected in (("image", x), ("embedding", e(x)), ("latent", z)):
+        position = CostPosition(space, g, e)
+        assert torch.allclose(position.point(x, z=z), expected)
+        assert torch.allclose(position(z), expected)  # the same point from the latent
+    with pytest.raises(ValueError, match="needs the latent z"):
+        CostPosition("latent", g, e).point(x)

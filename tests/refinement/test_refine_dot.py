@@ -3,7 +3,17 @@
 import pytest
 import torch
 
-from refinement import OBJECTIVES, REFINERS, METHODS, RefineConfig, make_refiner, refine
+from refinement import (
+    METHODS,
+    OBJECTIVES,
+    REFINERS,
+    DotRefiner,
+    LangevinRefiner,
+    RefineConfig,
+    cost_position,
+    make_refiner,
+    refine,
+)
 
 from refine_toys import ConeCritic, Identity, LinearCritic, LinearMap
 
@@ -15,9 +25,53 @@ def _run(refiner, z, steps):
     return state
 
 
-def test_every_method_has_a_refiner():
+def test_every_method_has_a_refiner_of_its_declared_kind():
     assert set(REFINERS) == set(METHODS)
-    assert set(OBJECTIVES) == set(METHODS) - {"ddls"}
+    assert OBJECTIVES == {name: m.objective for name, m in METHODS.items() if m.dot}
+    embed = LinearMap(torch.eye(2))
+    for name, m in METHODS.items():
+        refiner = make_refiner(RefineConfig(method=name), Identity(), Identity(), latent_prior="normal", k_eff=1.0,
+                               embedder=embed)
+        assert isinstance(refiner, DotRefiner) == m.dot and isinstance(refiner, LangevinRefiner) == (not m.dot)
+
+
+class ZeroCritic(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1).sum(dim=1) * 0.0
+
+
+@pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.dot])
+def test_every_dot_method_moves_and_measures_what_it_declares(name):
+    """The contract of the METHODS registry for DOT: v_0 is z_y or G(z_y) as declared by ``moves``; the anchor
+    is the start's point in the declared cost space; the objective is that space's cost minus D / K_eff; and one
+    step changes only what the method moves."""
+    m = METHODS[name]
+    g = LinearMap(torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, -1.0]]))  # G: z [B, 2] -> x [B, 3]
+    e = LinearMap(torch.tensor([[1.0, 1.0, 0.0]]))  # E: x [B, 3] -> [B, 1]
+    a = torch.tensor([0.5, -0.25, 1.0])
+    z = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    cfg = RefineConfig(method=name, optimizer="sgd", lr=0.1, projection="none", clip_images=False, norm="squared-l2",
+                       delta=0.0)
+    refiner = make_refiner(cfg, g, LinearCritic(a), latent_prior="normal", k_eff=2.0, embedder=e)
+    state = refiner.start(z)
+    with torch.no_grad():
+        y = g(z)
+        assert torch.equal(state.v, z if m.moves == "latent" else y)
+        assert torch.allclose(state.anchor, cost_position(name, g, e)(z))
+        assert state.v.data_ptr() != state.anchor.data_ptr() and state.anchor.data_ptr() != z.data_ptr()
+        # H(v) = c(P(v) - P(v_0)) - D(x(v)) / K_eff, at a moved point v
+        v = state.v + 0.5
+        x = g(v) if m.moves == "latent" else v
+        p = {"latent": v, "image": x, "embedding": e(x)}[m.cost_space]
+        expected = ((p - state.anchor) ** 2).flatten(1).sum(dim=1) - x @ a / 2.0
+        assert torch.allclose(refiner.objective(v, state.anchor), expected)
+        free = make_refiner(cfg, g, ZeroCritic(), latent_prior="normal", k_eff=2.0, embedder=e)
+        assert torch.allclose(free.objective(v, state.anchor), ((p - state.anchor) ** 2).flatten(1).sum(dim=1))
+    v_0 = state.v.clone()
+    refiner.step(state, 1)
+    assert state.v.shape == v_0.shape and not torch.equal(state.v, v_0)
+    with torch.no_grad():
+        assert torch.allclose(refiner.images(state), g(state.v) if m.moves == "latent" else state.v)
 
 
 def test_target_squared_l2_linear_critic_reaches_the_closed_form_minimiser():

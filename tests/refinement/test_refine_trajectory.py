@@ -8,7 +8,8 @@ from refinement import METHODS, RefineConfig, refine, scored_steps
 from refine_toys import LinearMap
 
 # E: images [B, 1, 28, 28] -> [B, 6], a fixed random linear embedding
-EMBED = torch.nn.Sequential(torch.nn.Flatten(), LinearMap(torch.randn(6, 784, generator=torch.Generator().manual_seed(5)) / 28))
+EMBED = torch.nn.Sequential(torch.nn.Flatten(),
+                            LinearMap(torch.randn(6, 784, generator=torch.Generator().manual_seed(5)) / 28))
 
 
 class _MeanScorer:
@@ -38,7 +39,7 @@ def test_batched_equals_per_sample(small_gan, method, optimizer):
     assert not torch.allclose(whole.samples, whole.strip[0][:1].expand(7, -1, -1, -1))  # something moved
     # and each sample alone, with its own latent, ends where the batched run put it
     z = torch.randn(7, 8, generator=torch.Generator().manual_seed(3))
-    if method != "ddls":  # DDLS noise is drawn per step for the whole set, so alone a chain gets other noise
+    if METHODS[method].kind != "langevin":  # its noise is drawn per step for the whole set: alone, other noise
         alone = refine(g, d, cfg, latent_dim=8, latent_prior="normal", n=1, seed=3, embedder=EMBED,
                        latents=z[4:5], score_steps=(4,))
         assert torch.allclose(alone.samples[0], whole.samples[4], atol=1e-5)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 
-from gan_models import TrainConfig
-from refinement import RefineConfig
+from gan_models import TrainConfig, get_loss
+from refinement import METHODS, RefineConfig
 from search import BUDGETS, PRUNERS, SAMPLERS, STUDIES, get_budget, get_study, list_studies, make_pruner, make_sampler
 from search.space import Categorical, FloatRange, IntRange, SpaceError, read_study_file
-from search.studies import IMAGE_METHODS, refine_config, train_config
+from search.studies import refine_config, train_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -35,20 +37,23 @@ def test_every_study_samples_valid_configs_with_conditional_params(name):
         assert set(recorded) <= set(params)  # Optuna records exactly what was suggested
         cfg = train_config(params, budget=BUDGETS["smoke"], seed=3)
         assert isinstance(cfg, TrainConfig) and cfg.steps == BUDGETS["smoke"].steps and cfg.seed == 3
-        # conditional where the math is
-        assert ("lambda_gp" in params) == (params["loss"] == "wgan-gp")
-        assert ("clip_value" in params) == (params["loss"] == "wgan")
-        assert ("san_base" in params) == (params["loss"] == "san")
+        # conditional where the math is: exactly the options the loss declares
+        loss = get_loss(params["loss"])
+        assert ("lambda_gp" in params) == loss.gradient_penalty
+        assert ("clip_value" in params) == loss.clips_weights
+        assert ("san_base" in params) == loss.san_head
         rc = refine_config(params)
         if not s.refines:
             assert rc is None and not any(k.startswith("refine_") for k in params)
             continue
         assert isinstance(rc, RefineConfig) and 1 <= rc.steps <= 20
-        if rc.method == "ddls":
+        method = METHODS[rc.method]
+        if not method.dot:
             assert "refine_lr" not in params and "ddls_step_size" in params
             continue
         assert "clip_images" not in params and rc.clip_images  # a scored trial always clips its images
-        assert ("projection" in params) == (rc.method not in IMAGE_METHODS and params["latent_prior"] == "normal")
+        assert ("projection" in params) == (method.moves_latent and params["latent_prior"] == "normal")
+        assert params["k_eff"] in method.k_eff_choices
     assert seen == set(s.specs), f"parameters never sampled: {set(s.specs) - seen}"
 
 
@@ -61,6 +66,23 @@ def test_study_objectives_and_directions():
     assert methods == {"latent", "latent-image"}
     assert {p["refine_method"] for p, _ in _sample("dot_target", 5)} == {"target"}
     assert {p["refine_method"] for p, _ in _sample("dot_embedded", 40)} == {"embedded-target", "embedded-latent"}
+    assert {p["refine_method"] for p, _ in _sample("ddls", 3)} == {"ddls"}
+
+
+def test_study_spaces_follow_the_declarations():
+    """A study offers the K_eff choices that all its methods declare, and the projection iff one moves a latent."""
+    for s in STUDIES.values():
+        if not s.refines or "k_eff" not in s.specs:  # no DOT
+            continue
+        if "refine_method" in s.specs:
+            methods = s.specs["refine_method"].choices
+        else:  # one method, fixed by the study
+            methods = (_sample(s.name, 1)[0][0]["refine_method"],)
+        declared = [METHODS[m] for m in methods]
+        assert set(s.specs["k_eff"].choices) == set.intersection(*(set(m.k_eff_choices) for m in declared))
+        assert ("projection" in s.specs) == any(m.moves_latent for m in declared)
+    assert get_study("dot_embedded").specs["k_eff"].choices == ("estimate", "mean-of-max", "one")
+    assert "projection" not in get_study("dot_target").specs
 
 
 def test_list_studies_one_line_each():
@@ -105,7 +127,7 @@ def test_median_pruner_prunes_a_worse_curve_after_warmup():
 def test_budgets_are_frozen_and_consistent():
     for b in BUDGETS.values():
         assert b.steps % b.eval_every == 0 and b.score_steps[0] == 0
-        with pytest.raises(Exception):
+        with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'steps'"):
             b.steps = 1  # frozen
     assert BUDGETS["small"].n_final == 10000 and BUDGETS["small"].n_intermediate == 2000
     assert BUDGETS["smoke"].steps <= 200
@@ -156,7 +178,9 @@ def test_study_file_reading(tmp_path):
 def test_every_pruner_runs_the_bridge_protocol(name):
     """ask -> report(value, step) -> should_prune -> tell PRUNED/COMPLETE, as the Ray scheduler drives it."""
     b = BUDGETS["smoke"]
-    study = optuna.create_study(sampler=make_sampler("random", seed=0, n_trials=6), pruner=make_pruner(name, b))
+    # a fixed name: Hyperband assigns trials to its brackets by hashing the study name with the trial number
+    study = optuna.create_study(study_name="contract-2", sampler=make_sampler("random", seed=0, n_trials=6),
+                                pruner=make_pruner(name, b))
     states = []
     for i in range(6):
         t = study.ask()
@@ -174,6 +198,11 @@ def test_every_pruner_runs_the_bridge_protocol(name):
     assert states[0] == optuna.trial.TrialState.COMPLETE
     if name in ("median", "percentile"):
         assert states[1] == optuna.trial.TrialState.PRUNED and states[2] == optuna.trial.TrialState.COMPLETE
+    if name == "hyperband":  # rungs at min_resource * 3^k = 25, 75 steps; only the worse (odd) trials stop
+        stopped = {t.number: max(t.intermediate_values) for t in study.trials
+                   if t.state == optuna.trial.TrialState.PRUNED}
+        assert stopped and set(stopped) <= {1, 3, 5} and set(stopped.values()) <= {25, 75}
+        assert all(study.trials[i].state == optuna.trial.TrialState.COMPLETE for i in (0, 2, 4))
     if name == "none":
         assert set(states) == {optuna.trial.TrialState.COMPLETE}
 

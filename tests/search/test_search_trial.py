@@ -88,3 +88,36 @@ def test_a_rerun_restores_the_interrupted_trials_checkpoint_from_its_uri(tmp_pat
     assert RayReporter(resume_from=folder.as_uri()).restore(target) == 50
     assert target.read_bytes() == b"model state at step 50"
     assert RayReporter(resume_from=None).restore(tmp_path / "work" / "other.pt") == 0
+
+
+def test_an_incomplete_checkpoint_falls_back_to_the_newest_complete_one(tmp_path):
+    """A head lost mid-upload leaves the newest checkpoint folder without its files."""
+    import json
+
+    from search.trial import CHECKPOINT_FILE, META_FILE, copy_checkpoint
+
+    trial_dir = tmp_path / "trial_0001_ab"
+    for index, step in ((0, 25), (1, 50)):
+        folder = trial_dir / f"checkpoint_{index:06d}"
+        folder.mkdir(parents=True)
+        (folder / CHECKPOINT_FILE).write_bytes(f"state at {step}".encode())
+        (folder / META_FILE).write_text(json.dumps({"step": step}))
+    (trial_dir / "checkpoint_000002").mkdir()  # the upload the lost head never finished
+    target = tmp_path / "restored.pt"
+    assert copy_checkpoint((trial_dir / "checkpoint_000002").as_uri(), target) == 50
+    assert target.read_bytes() == b"state at 50"
+    assert copy_checkpoint((tmp_path / "nothing" / "checkpoint_000000").as_uri(), target) == 0
+
+
+def test_the_newest_complete_checkpoint_is_taken_even_past_the_recorded_one(tmp_path):
+    """Ray keeps one checkpoint: the recorded (one report behind) folder may be gone already."""
+    import json
+
+    from search.trial import CHECKPOINT_FILE, META_FILE, copy_checkpoint
+
+    folder = tmp_path / "trial_0001_ab" / "checkpoint_000001"
+    folder.mkdir(parents=True)
+    (folder / CHECKPOINT_FILE).write_bytes(b"state at 50")
+    (folder / META_FILE).write_text(json.dumps({"step": 50}))
+    gone = tmp_path / "trial_0001_ab" / "checkpoint_000000"  # deleted by Ray's num_to_keep=1
+    assert copy_checkpoint(gone.as_uri(), tmp_path / "restored.pt") == 50
