@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterable, Mapping
 def lazy_exports(package: str, exports: Mapping[str, str],
                  public: Iterable[str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package``: ``exports`` maps a public name to the
-    submodule defining it; a name is imported once, then cached in the package's namespace."""
+    submodule defining it (``"module:attr"`` for a name exported under another one); a name is
+    imported once, then cached in the package's namespace."""
     public = tuple(public)
 
     def __getattr__(name: str) -> Any:
@@ -19,7 +20,8 @@ def lazy_exports(package: str, exports: Mapping[str, str],
             module = exports[name]
         except KeyError:
             raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        module, _, attr = module.partition(":")
+        value = getattr(importlib.import_module(f"{package}.{module}"), attr or name)
         vars(sys.modules[package])[name] = value  # later look-ups skip __getattr__
         return value
 

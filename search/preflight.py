@@ -214,6 +214,18 @@ def probe_here(storage_path: str, tracking_uri: str) -> str | None:
             return f"MLflow server {tracking_uri} is unreachable ({type(exc).__name__})"
         if status != 200:
             return f"MLflow server {tracking_uri} answered /health with HTTP {status}"
+        # /health needs no login; a server behind MLflow's basic-auth app refuses everything else
+        # to a node without MLFLOW_TRACKING_USERNAME/PASSWORD, and its trials would fail at their first log
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+        try:
+            status = requests.get(tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
+                                  params={"max_results": 1}, auth=auth, timeout=10).status_code
+        except requests.RequestException as exc:
+            return f"MLflow server {tracking_uri} is unreachable ({type(exc).__name__})"
+        if status in (401, 403):
+            return (f"MLflow server {tracking_uri} refused this node's login (HTTP {status}): set "
+                    f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD on every node")
     return None
 
 

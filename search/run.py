@@ -164,7 +164,9 @@ def resolve_stores(opts: SearchOptions, placement) -> Stores:
     _check_numbers(opts)
     stores = Stores(
         storage=_absolute_sqlite(opts.storage or f"sqlite:///{runs_dir / 'optuna.db'}"),
-        tracking_uri=_absolute_sqlite(opts.tracking_uri or default_tracking_uri(runs_dir)),
+        # MLflow's own convention: MLFLOW_TRACKING_URI when no flag is given (a cluster's head exports it)
+        tracking_uri=_absolute_sqlite(opts.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                                      or default_tracking_uri(runs_dir)),
         storage_path=opts.storage_path if opts.storage_path and "://" in opts.storage_path
         else str(Path(opts.storage_path or runs_dir / "ray").resolve()),
         runs_dir=runs_dir)
@@ -668,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUNS_DIR/optuna.db)")
     p.add_argument("--storage-path", help="Ray checkpoints: a folder, or with --address s3://, gs:// or file:// "
                                           "on shared storage (default RUNS_DIR/ray)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///RUNS_DIR/mlflow.db; with --address "
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///RUNS_DIR/mlflow.db; with --address "
                                           "an http(s):// server that proxies artifacts)")
     p.add_argument("--address", help="join this Ray cluster (e.g. auto); default: start Ray on this machine")
     p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray (default: all)")

@@ -10,9 +10,10 @@ process id (or `pg_ctl`) of what was started here: nothing is found or killed by
   (``runuser``) on a data folder chowned to it; as any other user they run as that user. TCP only
   (no Unix socket), password authentication (scram-sha-256) for one superuser with a random password.
 - ``start_moto_s3()``: ``python -m moto.server`` (moto[server]); any access key is accepted.
-- ``start_mlflow_server()``: ``mlflow server`` configured the way ``cluster.yaml`` configures the
-  head's: from environment variables only (``MLFLOW_BACKEND_STORE_URI`` without a password, the
-  password in ``PGPASSWORD``, ``MLFLOW_ARTIFACTS_DESTINATION=s3://...``), bound to 127.0.0.1.
+- ``start_mlflow_server()``: ``mlflow server`` with its stores configured the way ``cluster.yaml``
+  configures the head's: from environment variables only (``MLFLOW_BACKEND_STORE_URI`` without a
+  password, the password in ``PGPASSWORD``, ``MLFLOW_ARTIFACTS_DESTINATION=s3://...``), bound to
+  127.0.0.1; without the head's basic-auth app (test_cluster_launch.py runs cluster.yaml's own command).
 """
 
 from __future__ import annotations

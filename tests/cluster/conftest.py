@@ -13,8 +13,9 @@ Session-scoped servers (started once, stopped at the end, by process id / ``pg_c
 Module-scoped:
 
 - ``mlflow_pg_s3_server``: ``mlflow server`` on 127.0.0.1 whose backend store is a PostgreSQL
-  database and whose artifacts go to ``s3://<s3_bucket>/mlflow-<id>`` in moto, configured through
-  environment variables exactly as ``cluster.yaml`` configures the head's server.
+  database and whose artifacts go to ``s3://<s3_bucket>/mlflow-<id>`` in moto, its stores configured
+  through environment variables as ``cluster.yaml`` configures the head's server (without the head's
+  basic-auth app and private address, which test_cluster_launch.py runs).
 
 A test that loses the head (or the MLflow server) and resumes keeps using the same PostgreSQL server
 and bucket: they are session-scoped precisely so that they outlive whatever the test kills.

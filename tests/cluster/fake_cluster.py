@@ -21,7 +21,13 @@ autoscaler "launches" a node it starts another raylet here with the node type's 
 
 Workers are still created and terminated by FakeMultiNodeProvider's own code, in the head's
 autoscaler process (node updaters are off, as in Ray's own fake cluster: a fake worker is a raylet
-started by the provider, not a machine that runs worker_setup_commands).
+started by the provider, not a machine that runs worker_setup_commands). What a worker's raylet
+inherits comes from the worker's own start commands, though: ``LocalFakeProvider`` runs
+worker_start_ray_commands (from the head's ``~/ray_bootstrap_config.yaml``, with ``RAY_HEAD_IP``
+as the autoscaler sets it) in a fresh node environment, where the shim's ``ray start`` records the
+environment instead of starting; the raylet then gets exactly what those commands exported (a real
+worker's MLflow login read from SSM, say), and none of what only the head's start command exported
+(the PostgreSQL password).
 
 Stopping: on a real node `ray stop` stops every Ray process of the machine; here that would stop
 other people's Ray too. Each fake node's PATH starts with a ``ray`` that runs the real CLI except
@@ -58,6 +64,14 @@ PY = sys.executable
 MARKER = "GAN_FAKE_CLUSTER_DIR"  # environment variable that tags every process of one fake cluster
 PROVIDER_MODULE = "fake_cluster.LocalFakeProvider"
 PLACEHOLDER = re.compile(r"\$\{(GAN_[A-Z0-9_]+)\}")
+# The one value of cluster.yaml's start commands that differs on the fake: the head's private address,
+# which they compute from the node (Ray's own choice of address). All fake nodes share this machine,
+# so the head (Ray and MLflow) is bound to 127.0.0.1 instead.
+HEAD_IP_DEFINITION = re.compile(r'\bHEAD_PRIVATE_IP="\$\([^"]*\)"')
+FAKE_HEAD_IP = "127.0.0.1"
+MLFLOW_PORT = 5000
+START_CAPTURE = "GAN_FAKE_RAY_START_CAPTURE"  # set: the shim's `ray start` records its environment
+SHELL_NOISE = ("_", "PWD", "OLDPWD", "SHLVL")
 
 
 # --- cluster.yaml -> the test config ----------------------------------------------------------------
@@ -95,16 +109,19 @@ def _sub_once(pattern: str, repl: str, text: str) -> str:
 
 def localize_start_commands(commands: list[str], ports: dict[str, int], *, head: bool) -> list[str]:
     """cluster.yaml's start commands with what must differ on one shared machine: every port Ray and
-    MLflow open is a free one (other clusters may run here), and the head advertises 127.0.0.1.
+    MLflow open is a free one (other clusters may run here), and the head's private address is
+    127.0.0.1 (``HEAD_IP_DEFINITION``: Ray's node address and MLflow's bind address both follow).
     Nothing else changes; the test of the derivation checks exactly this."""
     out = []
     for cmd in commands:
+        if "HEAD_PRIVATE_IP" in cmd:
+            cmd = _sub_once(HEAD_IP_DEFINITION.pattern, f"HEAD_PRIVATE_IP={FAKE_HEAD_IP}", cmd)
         if "ray start --head" in cmd:
             cmd = _sub_once(r"--port=6379\b", f"--port={ports['gcs']}", cmd)
             cmd = _sub_once(r"--object-manager-port=8076\b", f"--object-manager-port={ports['object_manager']}", cmd)
             cmd = _sub_once(
                 r"--dashboard-host=127\.0\.0\.1\b",
-                f"--dashboard-host=127.0.0.1 --dashboard-port={ports['dashboard']} --node-ip-address=127.0.0.1 "
+                f"--dashboard-host=127.0.0.1 --dashboard-port={ports['dashboard']} "
                 f"--dashboard-agent-listen-port={ports['agent_http']} "
                 f"--dashboard-agent-grpc-port={ports['agent_grpc']} --metrics-export-port={ports['metrics']} "
                 f"--runtime-env-agent-port={ports['runtime_env_agent']} --node-manager-port={ports['node_manager']} "
@@ -113,11 +130,22 @@ def localize_start_commands(commands: list[str], ports: dict[str, int], *, head:
             cmd = _sub_once(r"\$RAY_HEAD_IP:6379\b", f"$RAY_HEAD_IP:{ports['gcs']}", cmd)
             cmd = _sub_once(r"--object-manager-port=8076\b", "--object-manager-port=0", cmd)
         if "mlflow server" in cmd:
-            cmd = _sub_once(r"--port 5000\b", f"--port {ports['mlflow']}", cmd)
+            cmd = _sub_once(rf"--port {MLFLOW_PORT}\b", f"--port {ports['mlflow']}", cmd)
+        cmd = re.sub(rf"(?<=:){MLFLOW_PORT}\b", str(ports["mlflow"]), cmd)  # MLflow's address in URIs, hosts
         out.append(cmd)
     if head:
         assert any("ray start --head" in c for c in out), "no `ray start --head` in head_start_ray_commands"
     return out
+
+
+def head_only_names(head_start_commands: list[str]) -> set[str]:
+    """The variables the head's `ray start --head` command assigns (and so may give the head's Ray
+    processes): what a worker's raylet must not inherit on the fake unless its own commands set it."""
+    found: set[str] = set()
+    for cmd in head_start_commands:
+        if "ray start --head" in cmd:
+            found |= set(re.findall(r"(?<![\w$-])([A-Z][A-Z0-9_]*)=", cmd))
+    return found
 
 
 def aws_defaults() -> dict:
@@ -236,7 +264,18 @@ def stop_cluster_processes(state_dir: str | Path) -> int:
 
 
 def ray_shim_main(argv: list[str]) -> None:
-    """The ``ray`` on a fake node's PATH: ``ray stop`` stops this fake cluster only."""
+    """The ``ray`` on a fake node's PATH: ``ray stop`` stops this fake cluster only. While a fake
+    worker's start commands run (``START_CAPTURE`` set), ``ray stop`` has nothing to stop and
+    ``ray start`` records its environment there for the provider, which starts the raylet."""
+    capture = os.environ.get(START_CAPTURE)
+    if capture and len(argv) > 1 and argv[1] in ("start", "stop"):
+        if argv[1] == "start":
+            env = {k: v for k, v in os.environ.items() if k != START_CAPTURE}
+            fd = os.open(capture, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"argv": argv[1:], "env": env}, f)
+        print(f"fake worker: `ray {argv[1]}` is the provider's")
+        return
     if len(argv) > 1 and argv[1] == "stop":
         n = stop_cluster_processes(os.environ[MARKER])
         print(f"fake node: stopped {n} processes of this fake cluster")
@@ -250,6 +289,7 @@ def ray_shim_main(argv: list[str]) -> None:
 # --- the provider and its command runner ------------------------------------------------------------
 
 from ray.autoscaler._private.command_runner import _with_environment_variables  # noqa: E402
+from ray.autoscaler._private.util import with_head_node_ip  # noqa: E402
 from ray.autoscaler._private.fake_multi_node.node_provider import (  # noqa: E402
     FAKE_HEAD_NODE_ID,
     FakeMultiNodeProvider,
@@ -285,12 +325,39 @@ HEAD_ONLY_ENV = ("RAY_OVERRIDE_RESOURCES", "RAY_OVERRIDE_LABELS", "RAY_CLOUD_INS
 
 
 @contextmanager
-def _without_env(names):
-    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+def _environment(set_: dict[str, str], unset):
+    """This process's environment with ``set_`` set and ``unset`` removed, for the duration."""
+    names = set(set_) | set(unset)
+    saved = {k: os.environ[k] for k in names if k in os.environ}
+    try:
+        for k in unset:
+            os.environ.pop(k, None)
+        os.environ.update(set_)
+        yield
+    finally:
+        for k in names:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
+
+
+@contextmanager
+def _ray_params_defaults(**defaults):
+    """Ray's fake provider builds each worker's ``RayParams`` itself: for the duration, ``defaults``
+    are added to the ones it builds (those it sets itself win)."""
+    import ray._private.parameter as parameter
+
+    real, built = parameter.RayParams, []
+
+    def ray_params(*args, **kwargs):
+        built.append(True)
+        return real(*args, **{**defaults, **kwargs})
+
+    parameter.RayParams = ray_params
     try:
         yield
     finally:
-        os.environ.update(saved)
+        parameter.RayParams = real
+    assert built, "Ray's fake provider did not build RayParams through ray._private.parameter"
 
 
 class LocalCommandRunner(CommandRunnerInterface):
@@ -431,12 +498,7 @@ class LocalFakeProvider(FakeMultiNodeProvider):
         if tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
             return self.create_node(node_config, tags, count)
         before = set(self._nodes)
-        # This process is the head's autoscaler: its environment is the head's, including what `ray
-        # up` exported for the head's `ray start` (its resources, instance id, node type). A real
-        # worker never sees those; here the worker's raylet would take the head's resources from
-        # them (no GPU). Ray's fake provider passes each worker's own values; the head's go away
-        # while a worker starts.
-        with self.lock, _without_env(HEAD_ONLY_ENV):
+        with self.lock:
             super().create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
         with self.lock, _state_lock(self._state_dir):
             state = self._read()
@@ -446,6 +508,54 @@ class LocalFakeProvider(FakeMultiNodeProvider):
                         for info in infos if info.process is not None]
                 state[node_id] = {"tags": dict(self._nodes[node_id]["tags"]), "pids": pids}
             self._write(state)
+
+    def _create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
+        """One worker: its start commands run first (``worker_start_environment``); Ray's fake provider
+        then starts its raylet in this process, the head's autoscaler, whose environment is the head's:
+        for the duration, the worker's exports replace what only the head's start command set (its
+        secrets) and what `ray up` exported for the head's `ray start` (its resources, instance id,
+        node type, from which a worker's raylet would take the head's resources: no GPU).
+
+        The worker gets its own temp dir, as a real node has its own disk: by default a worker uses
+        the head's, and each node's runtime-env agent unpacks a job's working_dir there with
+        overwrite, so a worker's trials would delete the directory the driver runs in."""
+        with self.lock:
+            suffix = f"{self._next_node_id + 1:05d}"
+            node_id = f"{FAKE_HEAD_NODE_ID[:-5]}{suffix}"  # the parent's next id
+            exported, head_only = self.worker_start_environment(node_id)
+            temp_dir = self._state_dir / f"w{suffix}"  # short: Ray's Unix sockets live under it
+            with _environment(exported, head_only - set(exported)), _ray_params_defaults(temp_dir=str(temp_dir)):
+                super()._create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
+
+    def worker_start_environment(self, node_id: str) -> tuple[dict[str, str], set[str]]:
+        """Run the head's autoscaling config's worker_start_ray_commands as the autoscaler runs them on
+        a new worker (``RAY_HEAD_IP`` first), in a fresh environment of node ``node_id``, with the
+        shim's ``ray start`` recording instead of starting. Returns the variables they exported and
+        the names only the head's start sets (its command, `ray up`'s exports). A failing command
+        fails the launch, as it would on AWS."""
+        head_home = self._state_dir / "nodes" / FAKE_HEAD_NODE_ID / "home"
+        config = yaml.safe_load((head_home / "ray_bootstrap_config.yaml").read_text())  # JSON is YAML
+        head_ip = self.provider_config["gcs_address"].rsplit(":", 1)[0]
+        head_only = head_only_names(config["head_start_ray_commands"]) | set(HEAD_ONLY_ENV)
+        # the environment a new worker's shell starts with: nothing of the head's start command
+        base = {k: v for k, v in node_environment(self.provider_config, node_id).items() if k not in head_only}
+        capture = self._state_dir / "nodes" / node_id / "ray-start.json"
+        log = self._state_dir / "nodes" / node_id / "commands.log"
+        try:
+            with open(log, "a") as out:
+                for cmd in with_head_node_ip(config["worker_start_ray_commands"], head_ip):
+                    out.write(f"$ {cmd}\n")
+                    out.flush()
+                    done = subprocess.run(["bash", "-c", cmd], cwd=base["HOME"],
+                                          env={**base, START_CAPTURE: str(capture)}, stdin=subprocess.DEVNULL,
+                                          stdout=out, stderr=subprocess.STDOUT, timeout=300)
+                    if done.returncode != 0:
+                        raise RuntimeError(f"worker start command exited {done.returncode} (see {log}): {cmd}")
+            recorded = json.loads(capture.read_text())["env"]
+        finally:
+            capture.unlink(missing_ok=True)
+        exported = {k: v for k, v in recorded.items() if base.get(k) != v and k not in SHELL_NOISE}
+        return exported, head_only
 
     def terminate_node(self, node_id):
         with self.lock:

@@ -1,16 +1,19 @@
 """cluster.yaml launches: `ray up` of a config derived from it, on this machine, with Ray's fake
 multi-node provider (see fake_cluster.py), against real stores (PostgreSQL, moto's S3 and SSM).
 
-One cluster for the module, in order: `ray up` starts a head and no worker; a Ray Job asking for half
-a GPU makes the autoscaler add a GPU worker; a job survives the death of the client that submitted
-it and `ray job stop` stops one; `ray down` leaves nothing running. The workload is one line
-(``WORKLOAD``) so that the search driver can take the stand-in's place.
+One cluster for the module, in order: `ray up` starts a head and no worker, with MLflow behind its
+basic-auth app; the search driver as a Ray Job makes the autoscaler add GPU workers, whose trials log
+to MLflow with the login their own start command read from SSM; a Ray Job asking for half a GPU
+lands on a GPU worker; a job survives the death of the client that submitted it and `ray job stop`
+stops one; `ray down` leaves nothing running. The stand-in workload is one line (``WORKLOAD``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,18 +27,22 @@ import fake_cluster as fc
 pytestmark = pytest.mark.cluster
 
 PG_PASSWORD_PARAM = "/gan-refine-search/pg-password"
+MLFLOW_PASSWORD_PARAM = "/gan-refine-search/mlflow-password"
+MLFLOW_USER = "admin"
 
 
 def gpu_task_entrypoint(cluster: fc.FakeCluster) -> list[str]:
-    """The stand-in workload: one task with num_gpus=0.5 (tests/cluster/jobs/gpu_task.py)."""
-    return ["python", "tests/cluster/jobs/gpu_task.py", "3"]
+    """The stand-in workload: one task with num_gpus=0.5 (tests/cluster/jobs/gpu_task.py), told the
+    SHA-256 of MLflow's password to compare with the driver's and the task's."""
+    password_sha256 = hashlib.sha256(cluster.mlflow_auth[1].encode()).hexdigest()
+    return ["python", "tests/cluster/jobs/gpu_task.py", "3", password_sha256]
 
 
 def search_entrypoint(cluster: fc.FakeCluster) -> list[str]:
     """The real workload: the search driver, as docs/cluster.md submits it."""
     return ["python", "-m", "search.run", "--study", "dot_latent", "--budget", "smoke", "--trials", "2",
             "--address", "auto", "--gpus-per-trial", "0.5", "--cpus-per-trial", "1",
-            "--tracking-uri", f"http://127.0.0.1:{cluster.ports['mlflow']}",
+            "--tracking-uri", cluster.mlflow_uri,
             "--storage", f"postgresql+psycopg://gan@{cluster.values['GAN_PG_ADDRESS']}/optuna",
             "--storage-path", f"s3://{cluster.values['GAN_BUCKET']}/gan-refine-search/ray"]
 
@@ -56,12 +63,15 @@ def cluster(postgres_server, moto_s3_server, s3_bucket):
     """`ray up` of cluster.yaml's fake twin; stopped (by its marker) whatever the tests did."""
     import boto3
 
-    for db in ("mlflow", "optuna"):
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF: pip install 'mlflow[auth]'")
+    for db in ("mlflow", "mlflow_auth", "optuna"):
         postgres_server.create_database(db)
-    # The password as cluster.yaml expects it: an SSM SecureString the head reads at start.
-    boto3.client("ssm", endpoint_url=moto_s3_server.endpoint, region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing").put_parameter(
-        Name=PG_PASSWORD_PARAM, Value=postgres_server.password, Type="SecureString", Overwrite=True)
+    # The passwords as cluster.yaml expects them: SSM SecureStrings each node reads at start.
+    mlflow_password = secrets.token_urlsafe(18)
+    ssm = boto3.client("ssm", endpoint_url=moto_s3_server.endpoint, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    for name, value in ((PG_PASSWORD_PARAM, postgres_server.password), (MLFLOW_PASSWORD_PARAM, mlflow_password)):
+        ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
     values = render_values(postgres_server, s3_bucket)
     node_env = {**moto_s3_server.env, "AWS_ENDPOINT_URL": moto_s3_server.endpoint,
                 # setup_commands pin the project's dependencies: here they are resolved, not installed
@@ -69,7 +79,10 @@ def cluster(postgres_server, moto_s3_server, s3_bucket):
     c = fc.FakeCluster.create(fc.load_cluster_yaml(values), node_env=node_env)
     c.values = values
     c.pg_url = postgres_server.url
+    c.pg = postgres_server
     c.s3_endpoint = moto_s3_server.endpoint
+    c.mlflow_uri = f"http://{fc.FAKE_HEAD_IP}:{c.ports['mlflow']}"  # the head's private address, here
+    c.mlflow_auth = (MLFLOW_USER, mlflow_password)
     try:
         yield c
     finally:
@@ -111,7 +124,7 @@ def gpu_workers(cluster: fc.FakeCluster) -> list[str]:
     return [n for n, e in cluster.nodes_in_state().items() if e["tags"].get("ray-user-node-type") == "gpu_worker"]
 
 
-def test_up_starts_the_head_alone_with_token_auth_and_mlflow_on_localhost(cluster):
+def test_up_starts_the_head_alone_with_token_auth_and_mlflow_behind_basic_auth(cluster):
     cluster.up()
     nodes = cluster.nodes_in_state()
     assert [e["tags"]["ray-user-node-type"] for e in nodes.values()] == ["head"]
@@ -122,10 +135,27 @@ def test_up_starts_the_head_alone_with_token_auth_and_mlflow_on_localhost(cluste
     assert requests.get(f"{cluster.dashboard}/api/jobs/", timeout=10).status_code == 401
     assert requests.get(f"{cluster.dashboard}/api/jobs/", timeout=10,
                         headers={"Authorization": f"Bearer {cluster.token}"}).status_code == 200
-    # The head's MLflow server (cluster.yaml's command): up, on 127.0.0.1 only, runs in PostgreSQL.
-    mlflow = f"http://127.0.0.1:{cluster.ports['mlflow']}"
+    # The head's MLflow server (cluster.yaml's command): up, /health open to anyone (the driver's
+    # preflight asks it from every node, without credentials) ...
+    mlflow = cluster.mlflow_uri
     cluster.wait_for(lambda: _healthy(mlflow), 240, "the head's MLflow server")
-    # ... and not on the machine's other addresses.
+    # ... everything else behind the login (the admin user, its password from SSM) ...
+    experiment = f"{mlflow}/api/2.0/mlflow/experiments/get?experiment_id=0"
+    assert requests.get(experiment, timeout=10).status_code == 401
+    assert requests.get(experiment, timeout=10, auth=(MLFLOW_USER, "not-the-password")).status_code == 401
+    assert requests.get(experiment, timeout=10, auth=cluster.mlflow_auth).status_code == 200
+    assert requests.get(f"{mlflow}/version", timeout=10).status_code == 401
+    # ... a Host header --allowed-hosts does not list is refused (DNS rebinding), credentials or not
+    assert requests.get(experiment, timeout=10, auth=cluster.mlflow_auth,
+                        headers={"Host": "rebind.example:5000"}).status_code == 403
+    # the users live in PostgreSQL (they outlive the head): the admin, created from SSM's password
+    with cluster.pg.connect("mlflow_auth") as conn:
+        assert conn.execute("SELECT username, is_admin FROM users").fetchall() == [(MLFLOW_USER, True)]
+    # the auth app's ini on the head: owner-only, no password in it
+    ini = cluster.state_dir / "nodes" / fc.FAKE_HEAD_NODE_ID / "home" / "mlflow-auth.ini"
+    assert ini.stat().st_mode & 0o777 == 0o600
+    assert "password" not in ini.read_text() and cluster.mlflow_auth[1] not in ini.read_text()
+    # bound to the head's address (127.0.0.1 on the fake), not to the machine's other addresses
     from ray._private.services import get_node_ip_address
 
     other = get_node_ip_address()
@@ -135,7 +165,12 @@ def test_up_starts_the_head_alone_with_token_auth_and_mlflow_on_localhost(cluste
             assert s.connect_ex((other, cluster.ports["mlflow"])) != 0, f"MLflow answers on {other}"
     from mlflow import MlflowClient
 
-    assert MlflowClient(mlflow).get_experiment("0").artifact_location.startswith("mlflow-artifacts:")
+    os.environ.update(MLFLOW_TRACKING_USERNAME=MLFLOW_USER, MLFLOW_TRACKING_PASSWORD=cluster.mlflow_auth[1])
+    try:
+        assert MlflowClient(mlflow).get_experiment("0").artifact_location.startswith("mlflow-artifacts:")
+    finally:
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(name, None)
 
 
 def _healthy(uri: str) -> bool:
@@ -181,11 +216,25 @@ def test_the_search_driver_as_a_job_scales_gpu_workers_from_zero(cluster, data_r
     storage = cluster.pg_url("optuna")
     trials = optuna.load_study(study_name="dot_latent", storage=storage).get_trials(deepcopy=False)
     assert len(trials) == 2 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    # the trials' runs, which the workers created themselves, logged in with what their start command
+    # read from SSM
+    runs = requests.post(f"{cluster.mlflow_uri}/api/2.0/mlflow/runs/search", timeout=30, auth=cluster.mlflow_auth,
+                         json={"experiment_ids": [_experiment_id(cluster, "dot_latent")],
+                               "filter": "tags.`search.role` = 'trial'"})
+    assert runs.status_code == 200, runs.text
+    assert len(runs.json().get("runs", [])) == 2, runs.json()
     s3 = boto3.client("s3", endpoint_url=cluster.s3_endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=cluster.values["GAN_BUCKET"],
                                                  Prefix="gan-refine-search/ray/").get("Contents", [])]
     assert any("/checkpoint_" in k for k in keys), keys[:20]
+
+
+def _experiment_id(cluster: fc.FakeCluster, name: str) -> str:
+    r = requests.get(f"{cluster.mlflow_uri}/api/2.0/mlflow/experiments/get-by-name", timeout=30,
+                     auth=cluster.mlflow_auth, params={"experiment_name": name})
+    assert r.status_code == 200, r.text
+    return r.json()["experiment"]["experiment_id"]
 
 
 def test_a_gpu_workload_makes_the_autoscaler_add_gpu_workers(cluster):
@@ -203,6 +252,12 @@ def test_a_gpu_workload_makes_the_autoscaler_add_gpu_workers(cluster):
         assert seen["gpu_ids"], seen  # ... that has a GPU
         assert seen["project"] and os.path.isdir(os.path.join(seen["project"], "search")), seen
         assert seen["pgpassword_set"], seen  # the driver has the database password (SSM -> env)
+        # MLflow's address and login: the driver's from the head's start command, the task's from the
+        # worker's own (SSM -> env); the worker never gets the database password
+        for side in ("driver", "task"):
+            assert seen[f"{side}_mlflow"] == {"uri": cluster.mlflow_uri, "user": MLFLOW_USER,
+                                              "password_matches": True}, seen
+        assert seen["task_pgpassword_set"] is False, seen
     status = cluster.ray("status", "--address", cluster.gcs_address).stdout
     assert "gpu_worker" in status, status
     print(f"GPU workload done in {elapsed:.0f} s, workers: {gpu_workers(cluster)}")
