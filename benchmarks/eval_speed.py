@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             x = perturbed_train_images(args.n, data_root=args.data_root)
             generated = "perturbed real: random train images + N(0, 0.35^2) pixel noise, clamped (seed 0)"
     except (CheckpointError, DataNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
 
     space = args.features
     kwargs = dict(features=(space,), n_real=args.n, data_root=args.data_root)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cold, t_cold = timed(lambda: Evaluator(cache_dir=cache, **kwargs).score(x))
         except ValueError as exc:
-            raise SystemExit(f"error: {exc}")
+            raise SystemExit(f"error: {exc}") from None
         ev = Evaluator(cache_dir=cache, **kwargs)
         cached, t_cached = timed(lambda: ev.score(x))
         warm, t_warm = timed(lambda: ev.score(x))

@@ -127,8 +127,8 @@ class LoopbackCluster:
     def wait_for_cpus(self, n: float, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = subprocess.run([sys.executable, "-c", "import ray; ray.init(address='%s', logging_level='ERROR'); "
-                                  "print(ray.cluster_resources().get('CPU', 0))" % self.address],
+            out = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{self.address}', "
+                                  "logging_level='ERROR'); print(ray.cluster_resources().get('CPU', 0))"],
                                  env=self.env, capture_output=True, text=True, timeout=120)
             if out.returncode == 0 and float(out.stdout.strip().splitlines()[-1]) >= n:
                 return

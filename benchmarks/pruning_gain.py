@@ -225,9 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
     }
     write_json(out, args.out, echo=False)
-    print(json.dumps({"measured": comparisons,
-                      "replayed": {k: {m: v[m] for m in ("steps_ratio", "best_fid_ratio")} for k, v in replays.items()}},
-                     indent=2))
+    replayed = {k: {m: v[m] for m in ("steps_ratio", "best_fid_ratio")} for k, v in replays.items()}
+    print(json.dumps({"measured": comparisons, "replayed": replayed}, indent=2))
     return 0
 
 

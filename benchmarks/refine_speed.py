@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import count_flops, machine, matmul_rate, write_json
 from gan_models import NetworkConfig, build_discriminator, build_generator, sample_latent
 from refinement import RefineConfig, make_refiner, refine
 from refinement.projection import exact_projection, retract_to_sphere
-
-from benchmarks.common import count_flops, machine, matmul_rate, write_json
 
 
 def reference_latent_dot(g, d, config: RefineConfig, z_y: torch.Tensor, k_eff: float) -> torch.Tensor:
@@ -129,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             "total": total_flops,
             "achieved_flop_per_s": achieved,
             "matmul_flop_per_s": peak,
-            "matmul_reference": "best of repeated float32 2048x2048 matmuls (benchmarks.common.matmul_rate), same process",
+            "matmul_reference": "best of repeated float32 2048x2048 matmuls (benchmarks.common.matmul_rate), "
+                                "same process",
             "share_of_matmul_rate": achieved / peak,
             "goal_share": 0.5,
         },

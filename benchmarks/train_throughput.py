@@ -46,7 +46,8 @@ def plain_loop_rate(data_root, batch_size: int, steps: int) -> float:
     def step(x):
         z = torch.randn(batch_size, cfg.latent_dim)
         fake = G(z)
-        loss_d = F.binary_cross_entropy_with_logits(D(x), ones) + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
+        loss_d = (F.binary_cross_entropy_with_logits(D(x), ones)
+                  + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()

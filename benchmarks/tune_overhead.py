@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from search.budgets import get_budget
     from search.payload import TrialContext, TrialPayload, build_inputs
     from search.studies import get_study
-    from search.trial import LocalReporter, ray_trainable, run_trial
     from search.tracking import default_tracking_uri, open_study_run
+    from search.trial import LocalReporter, ray_trainable, run_trial
 
     try:
         budget = get_budget(args.budget)

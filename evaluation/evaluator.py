@@ -10,9 +10,10 @@ Result keys (a flat dict): for the first feature space ``fid``, ``precision``, `
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,8 +22,8 @@ from gan_models.data import SPLITS, check_dataset_name
 from gan_models.trainer import check_device  # one device check for every package
 
 from .cache import cache_key, cache_path, load_entry, resolve_cache_dir, save_entry
-from .classifier import NUM_CLASSES, load_classifier
-from .features import FEATURE_SPACES, PixelFeatures, check_feature_space, load_vgg16
+from .classifier import NUM_CLASSES, ClassifierInfo, LeNet, load_classifier
+from .features import FEATURE_SPACES, PixelFeatures, VGG16Features, check_feature_space, load_vgg16
 from .metrics import (
     K_DENSITY_COVERAGE,
     K_PRECISION_RECALL,
@@ -143,18 +144,22 @@ class Evaluator:
         self.spaces = self.features if {"fid", "prdc"} & set(self.metrics) else ()
         # The classifier only when a space or the class metrics use it (pixel scores need none); its
         # identity, or "none", goes with every score. Found as evaluation.classifier says (evaluator_dir).
-        self.classifier, self.info = None, None
+        self.classifier: LeNet | None = None
+        self.info: ClassifierInfo | None = None
         if "class" in self.metrics or any(FEATURE_SPACES[s].backbone == "classifier" for s in self.spaces):
             self.classifier, self.info = load_classifier(dataset, "classifier", evaluator_dir=evaluator_dir,
                                                          device=self.device)
-        self.vgg16 = None
-        self.weights_sha256 = {s: self.info.sha256 for s in self.spaces if FEATURE_SPACES[s].backbone == "classifier"}
+        self.vgg16: VGG16Features | None = None
+        self.weights_sha256: dict[str, str] = {}
+        if self.info is not None:  # loaded when a space uses it
+            self.weights_sha256.update(
+                {s: self.info.sha256 for s in self.spaces if FEATURE_SPACES[s].backbone == "classifier"})
         if "pixel" in self.spaces:
             self.weights_sha256["pixel"] = "none"
         if "vgg16" in self.spaces:
             self.vgg16, self.weights_sha256["vgg16"] = load_vgg16(vgg16_weights, device=self.device)
         self._real: dict[str, RealStats] = {}
-        self._real_hist = None  # predicted class shares of the real set, float64 [10]
+        self._real_hist: np.ndarray | None = None  # predicted class shares of the real set, float64 [10]
 
     # -- extraction ------------------------------------------------------------------------
     @torch.no_grad()  # not inference_mode: cached real features must stay ordinary tensors
@@ -173,21 +178,22 @@ class Evaluator:
         for i in range(0, n, self.batch_size):
             x = images[i : i + self.batch_size].to(self.device)
             x = to_float(x) if x.dtype == torch.uint8 else x.to(torch.float32)
-            h = lg = None
+            # the classifier's outputs by name, when a space or the logits need them
+            clf: dict[str, Tensor] = {}
             if run_clf:
-                h, lg = self.classifier.penultimate_and_logits(x)
+                assert self.classifier is not None, "no classifier: neither class metrics nor a classifier space"
+                clf["penultimate"], clf["logits"] = self.classifier.penultimate_and_logits(x)
             for s in spaces:
                 out = FEATURE_SPACES[s].output
-                if out == "penultimate":
-                    outs[s][i : i + x.shape[0]] = h
-                elif out == "logits":
-                    outs[s][i : i + x.shape[0]] = lg
+                if out in ("penultimate", "logits"):
+                    outs[s][i : i + x.shape[0]] = clf[out]
                 elif out == "pixels":
                     outs[s][i : i + x.shape[0]] = pixel(x)
                 else:
+                    assert self.vgg16 is not None, "no vgg16: not one of this evaluator's spaces"
                     outs[s][i : i + x.shape[0]] = self.vgg16(x)
             if all_logits is not None:
-                all_logits[i : i + x.shape[0]] = lg
+                all_logits[i : i + x.shape[0]] = clf["logits"]
         return outs, all_logits
 
     # -- the real side -----------------------------------------------------------------------
@@ -218,6 +224,7 @@ class Evaluator:
                                              for f, t in entry.items()})
         need_hist = "class" in self.metrics and self._real_hist is None
         if need_hist:
+            assert self.info is not None  # the class metrics load the classifier
             hist_key = self._key("class-histogram", self.info.sha256)
             entry = load_entry(cache_path(self.cache_dir, hist_key), hist_key)
             if entry is not None:
@@ -234,11 +241,13 @@ class Evaluator:
                 mu=torch.from_numpy(mu),
                 sigma=torch.from_numpy(sigma),
                 sqrt_sigma=torch.from_numpy(sqrtm_psd(sigma)),
-                radii=knn_radii(f, (K_PRECISION_RECALL, K_DENSITY_COVERAGE), max_block_elements=self.max_block_elements),
+                radii=knn_radii(f, (K_PRECISION_RECALL, K_DENSITY_COVERAGE),
+                                max_block_elements=self.max_block_elements),
             )
             save_entry(cache_path(self.cache_dir, k := self._key(s, self.weights_sha256[s])), k, vars(stats))
             self._real[s] = stats
         if need_hist:
+            assert logits is not None  # extracted with logits=need_hist
             self._real_hist = class_histogram(logits, NUM_CLASSES)
             save_entry(cache_path(self.cache_dir, hist_key), hist_key, {"hist": torch.from_numpy(self._real_hist)})
 
@@ -276,7 +285,7 @@ class Evaluator:
                              f"valid choices: {', '.join(self.metrics)}")
         return groups
 
-    def to(self, device: str | torch.device) -> "Evaluator":
+    def to(self, device: str | torch.device) -> Evaluator:
         """Move the networks and the prepared real statistics to ``device`` (in place; returns self)."""
         self.device = check_device(device)
         if self.classifier is not None:
@@ -290,7 +299,8 @@ class Evaluator:
     @property
     def prepared(self) -> bool:
         """True when scoring needs no disk and no data: every real statistic is in memory."""
-        return all(s in self._real for s in self.spaces) and ("class" not in self.metrics or self._real_hist is not None)
+        return (all(s in self._real for s in self.spaces)
+                and ("class" not in self.metrics or self._real_hist is not None))
 
     def score_features(self, features: dict[str, Tensor], logits: Tensor | None, *,
                        metrics: str | Iterable[str] | None = None) -> dict[str, float | int | str]:
@@ -298,7 +308,7 @@ class Evaluator:
         groups = self._groups(metrics)
         self.prepare()
         out: dict[str, float | int | str] = {}
-        n_fake = None
+        n_fake = 0  # set below: the metric groups are never empty
         for i, s in enumerate(self.spaces if {"fid", "prdc"} & set(groups) else ()):
             prefix = "" if i == 0 else f"{s}/"
             real, fake = self._real[s], features[s]
@@ -314,6 +324,7 @@ class Evaluator:
         if "class" in groups:
             if logits is None:
                 raise ValueError("class metrics need the evaluator's logits; extract them with logits=True")
+            assert self._real_hist is not None  # prepare() computed it for the class metrics
             out.update(class_metrics(class_histogram(logits, NUM_CLASSES), self._real_hist))
             n_fake = logits.shape[0]
         name, sha = (self.info.name, self.info.sha256) if self.info is not None else ("none", "none")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .classifier import PENULTIMATE_DIM, NUM_CLASSES, LeNet, WeightsError, file_sha256, load_classifier
+from .classifier import NUM_CLASSES, PENULTIMATE_DIM, LeNet, WeightsError, file_sha256, load_classifier
 
 VGG16_WEIGHTS_ENV = "GAN_VGG16_WEIGHTS"
 VGG16_FILENAME = "vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1 file
@@ -88,6 +88,8 @@ class VGG16Features(nn.Module):
     """torchvision's VGG16 ``features`` trunk; [B, 1, 28, 28] in [-1, 1] -> [B, 512]."""
 
     num_features = 512
+    mean: Tensor  # buffers, registered below
+    std: Tensor
 
     def __init__(self, trunk: nn.Module):
         super().__init__()
@@ -123,7 +125,8 @@ def resolve_vgg16_weights(weights: str | os.PathLike | None = None) -> Path:
     )
 
 
-def load_vgg16(weights: str | os.PathLike | None = None, *, device: str | torch.device = "cpu") -> tuple[VGG16Features, str]:
+def load_vgg16(weights: str | os.PathLike | None = None, *,
+               device: str | torch.device = "cpu") -> tuple[VGG16Features, str]:
     """The frozen VGG16 trunk and the sha256 of its weights file."""
     from torchvision.models.vgg import cfgs, make_layers
 
@@ -154,6 +157,7 @@ def feature_extractor(
     ImageNet file). The returned module carries ``num_features`` and ``weights_sha256``.
     """
     space = check_feature_space(name)
+    module: nn.Module
     if space.backbone in ("classifier", "classifier-alt"):
         net, info = load_classifier(dataset, space.backbone, weights=weights, evaluator_dir=evaluator_dir,
                                     device=device)
@@ -163,5 +167,5 @@ def feature_extractor(
     else:
         module, sha = PixelFeatures(), "none"
     module = module.to(device).eval().requires_grad_(False)
-    module.weights_sha256 = sha
+    setattr(module, "weights_sha256", sha)  # noqa: B010 - a str, which nn.Module's typed __setattr__ does not take
     return module

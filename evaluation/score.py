@@ -14,7 +14,7 @@ import json
 import math
 import sys
 import types
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # light modules only: torch and the evaluator are imported where used (main() after parsing: fast --help)
 from gan_models.config import OneLineArgumentParser, cli_prog
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         samples = sample_generator(models.generator, args.n, latent_dim=cfg.latent_dim, latent_prior=cfg.latent_prior,
                                    seed=args.seed, batch_size=args.batch_size, device=device)
-        result = evaluator.score(samples)
+        result: dict[str, Any] = evaluator.score(samples)
     except (CheckpointError, DataNotFoundError, OutputDirError, ValueError, RuntimeError, OSError) as exc:
         text = str(exc).strip()
         raise _fail(text.splitlines()[0] if text else type(exc).__name__) from None

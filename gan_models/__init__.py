@@ -24,9 +24,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "ARCHITECTURES", "BatchSampler", "CheckpointError", "ConfigError", "DATASETS", "DATA_ROOT_ENV",
     "DataNotFoundError", "DivergenceError", "ImageSet", "LATENT_PRIORS", "LOSSES", "LoadedModels",
-    "NetworkConfig", "OutputDirError", "TrainConfig", "TrainResult", "Trainer", "build_discriminator", "build_generator",
-    "check_device", "check_writable_dir", "get_loss", "load_checkpoint", "load_images", "load_models", "resolve_data_root", "sample_latent",
-    "save_checkpoint", "to_float", "train_gan",
+    "NetworkConfig", "OutputDirError", "TrainConfig", "TrainResult", "Trainer", "build_discriminator",
+    "build_generator", "check_device", "check_writable_dir", "get_loss", "load_checkpoint", "load_images",
+    "load_models", "resolve_data_root", "sample_latent", "save_checkpoint", "to_float", "train_gan",
 ]
 
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from .config import ConfigError, TrainConfig
-from .networks import Discriminator, build_discriminator, build_generator
+from .networks import Discriminator, NetworkConfig, build_discriminator, build_generator
+
+_Net = TypeVar("_Net", bound=nn.Module)
 
 FORMAT = "gan-refine-search/checkpoint/v1"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (default) zip archive; save_checkpoint always writes one
@@ -117,18 +120,20 @@ def load_models(path: str | os.PathLike, *, device: str | torch.device = "cpu") 
         config = TrainConfig.from_dict(payload["config"])
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} has an invalid config: {exc}") from None
-    nets: dict[str, nn.Module | None] = {}
-    for key, build in (("generator", build_generator), ("discriminator", build_discriminator)):
+
+    def restore(key: str, build: Callable[[NetworkConfig], _Net]) -> _Net | None:
         state = payload.get(key)
         if state is None:
-            nets[key] = None
-            continue
+            return None
         net = build(config.network).to(device)
         try:
             net.load_state_dict(state)
         except (RuntimeError, TypeError, AttributeError) as exc:  # wrong keys/shapes, or not a state dict
             raise CheckpointError(f"checkpoint {path}: {key} weights do not fit its config: "
                                   f"{str(exc).splitlines()[0]}") from None
-        nets[key] = net.eval()
+        return net.eval()
+
+    generator = restore("generator", build_generator)
+    discriminator = restore("discriminator", build_discriminator)
     return LoadedModels(config=config, step=int(payload.get("step", 0)),
-                        generator=nets["generator"], discriminator=nets["discriminator"])
+                        generator=generator, discriminator=discriminator)

@@ -12,24 +12,30 @@ import dataclasses
 import math
 import os
 import sys
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, NoReturn
-
-from .data import DATASETS
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
 
 if TYPE_CHECKING:
     from .networks import NetworkConfig
 
-# The names of the registries in losses.py (LOSSES, SAN_BASES) and networks.py (ARCHITECTURES,
-# LATENT_PRIORS), in their order: declared here too so that a config and the CLI's --help need no
-# torch. tests/test_cli_help.py asserts they equal the registries, so the two cannot drift apart.
-LOSS_NAMES = ("bce", "wgan", "wgan-gp", "hinge", "san")
-SAN_BASE_NAMES = ("hinge", "bce")
-ARCHITECTURE_NAMES = ("mlp", "dcgan")
-LATENT_PRIOR_NAMES = ("normal", "uniform")
+# The names of the registries in data.py (DATASETS), losses.py (LOSSES, SAN_BASES) and networks.py
+# (ARCHITECTURES, LATENT_PRIORS), in their order: declared here too so that a config and the CLI's --help
+# need no torch. tests/test_cli_help.py asserts they equal the registries, so the two cannot drift apart.
+# Each is declared once, as the Literal type of its TrainConfig field; the runtime tuple is its arguments.
+DatasetName = Literal["mnist", "fashion-mnist", "kmnist"]
+LossName = Literal["bce", "wgan", "wgan-gp", "hinge", "san"]
+SanBaseName = Literal["hinge", "bce"]
+ArchitectureName = Literal["mlp", "dcgan"]
+LatentPriorName = Literal["normal", "uniform"]
+DATASET_NAMES: tuple[DatasetName, ...] = get_args(DatasetName)
+LOSS_NAMES: tuple[LossName, ...] = get_args(LossName)
+SAN_BASE_NAMES: tuple[SanBaseName, ...] = get_args(SanBaseName)
+ARCHITECTURE_NAMES: tuple[ArchitectureName, ...] = get_args(ArchitectureName)
+LATENT_PRIOR_NAMES: tuple[LatentPriorName, ...] = get_args(LatentPriorName)
 # field -> its valid values, for validation and for --help
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": tuple(DATASETS), "architecture": ARCHITECTURE_NAMES, "latent_prior": LATENT_PRIOR_NAMES,
+    "dataset": DATASET_NAMES, "architecture": ARCHITECTURE_NAMES, "latent_prior": LATENT_PRIOR_NAMES,
     "loss": LOSS_NAMES, "san_base": SAN_BASE_NAMES,
 }
 
@@ -41,7 +47,7 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it and the valid choices."""
 
 
-def _choice(name: str, value: Any, valid) -> None:
+def _choice(name: str, value: Any, valid: Collection[str]) -> None:
     if value not in valid:
         raise ConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(valid)}")
 
@@ -49,17 +55,17 @@ def _choice(name: str, value: Any, valid) -> None:
 @dataclass(frozen=True)
 class TrainConfig:
     # data and networks
-    dataset: str = "mnist"
-    architecture: str = "mlp"
+    dataset: DatasetName = "mnist"
+    architecture: ArchitectureName = "mlp"
     latent_dim: int = 100
-    latent_prior: str = "normal"
+    latent_prior: LatentPriorName = "normal"
     width: float = 1.0
     spectral_norm: bool = False
     dropout: float = 0.0
     batch_norm: bool = False
     # objective
-    loss: str = "bce"
-    san_base: str | None = None
+    loss: LossName = "bce"
+    san_base: SanBaseName | None = None
     lambda_gp: float | None = None
     clip_value: float | None = None
     n_critic: int = 1
@@ -128,11 +134,11 @@ class TrainConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Build from a mapping; unknown keys are an error listing the valid ones."""
         return cls(**known_fields(cls, values, what="config", error=ConfigError))
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 

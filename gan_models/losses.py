@@ -10,8 +10,8 @@ split) are separate functions; ``discriminator_objective`` puts a configured los
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

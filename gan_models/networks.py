@@ -8,8 +8,9 @@ feature extractor h from the last layer's direction omega (Takida et al. 2024).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -95,7 +96,7 @@ class MLPGenerator(nn.Module):
         super().__init__()
         dims = [cfg.latent_dim] + [_w(n, cfg.width) for n in (256, 512, 1024)]
         layers: list[nn.Module] = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
+        for d_in, d_out in itertools.pairwise(dims):
             layers.append(nn.Linear(d_in, d_out))
             if cfg.batch_norm:
                 layers.append(nn.BatchNorm1d(d_out))
@@ -115,7 +116,7 @@ class MLPDiscriminator(Discriminator):
         super().__init__()
         dims = [784] + [_w(n, cfg.width) for n in (1024, 512, 256)]
         layers: list[nn.Module] = [nn.Flatten()]
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
+        for d_in, d_out in itertools.pairwise(dims):
             layers += [_maybe_sn(nn.Linear(d_in, d_out), cfg.spectral_norm), nn.LeakyReLU(0.2)]
             if cfg.dropout > 0:
                 layers.append(nn.Dropout(cfg.dropout))

@@ -27,7 +27,7 @@ class _BadInput(Exception):
     """A CLI-level bad input (a flag combination no config sees); its message is the error line."""
 
 
-def _arg_type(annotation: str) -> type:
+def _arg_type(annotation: object) -> type:
     """'float | None' -> float: the config module's annotations are strings (PEP 563)."""
     return _ARG_TYPES[str(annotation).split("|")[0].strip()]
 
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
         else:  # choices are shown, and validated (with the same list in the message) by TrainConfig
             extra = f"; one of {', '.join(FIELD_CHOICES[f.name])}" if f.name in FIELD_CHOICES else ""
-            p.add_argument(flag, type=_arg_type(f.type), default=None, metavar=f.name.upper(),
+            arg_type = str if f.name in FIELD_CHOICES else _arg_type(f.type)  # a choice's type is a Literal
+            p.add_argument(flag, type=arg_type, default=None, metavar=f.name.upper(),
                            help=f"default {f.default}{extra}")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--data-root", default=None, help=f"folder with MNIST/raw etc. (default ${DATA_ROOT_ENV})")

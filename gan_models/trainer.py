@@ -12,9 +12,9 @@ import dataclasses
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -64,7 +64,7 @@ class DivergenceError(FloatingPointError):
 _ADAM_IMPL = {"fused": True}
 
 # callback(trainer) -> True to stop training early (e.g. a pruner's decision), else None/False
-Callback = Callable[["Trainer"], Optional[bool]]
+Callback = Callable[["Trainer"], bool | None]
 
 
 class Trainer:
@@ -112,6 +112,7 @@ class Trainer:
         loss_d.backward()
         self.opt_d.step()
         if self.loss.clips_weights:  # w <- clip(w, -c, c) for every weight of D
+            assert c.clip_value is not None  # TrainConfig sets it for the loss that clips
             clip_weights_(self.D, c.clip_value)
         return loss_d.item(), x_fake
 
@@ -143,6 +144,7 @@ class Trainer:
                 raise DivergenceError(self.step + 1, "discriminator loss", loss_d)
         if n_critic > 1:  # the critic saw several batches; G trains on a fresh one
             x_fake = self.G(self._z(self.config.batch_size))
+        assert x_fake is not None  # n_critic >= 1 (TrainConfig)
         loss_g = self._g_step(x_fake)
         if not math.isfinite(loss_g):
             raise DivergenceError(self.step + 1, "generator loss", loss_g)

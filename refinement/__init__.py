@@ -30,8 +30,9 @@ __all__ = [
     "COST_SPACES", "DEFAULT_SCORE_STEPS", "DotRefiner", "K_EFF_CHOICES", "K_EFF_ESTIMATORS", "LangevinRefiner",
     "METHODS", "NORMS", "OBJECTIVES", "OPTIMIZERS", "PROJECTIONS", "PROJECTION_RULES", "REFINERS", "RefineConfig",
     "RefineConfigError", "RefineResult", "RefineState", "constrain_latent", "cost_position", "estimate_k_eff",
-    "exact_projection", "k_eff_for", "k_eff_in_cost_space", "latent_ratio_sampler", "make_refiner", "pair_ratios", "project_gradient",
-    "refine", "retract_to_sphere", "save_result", "scored_steps", "sphere_radius", "tanaka_projection", "transport_cost",
+    "exact_projection", "k_eff_for", "k_eff_in_cost_space", "latent_ratio_sampler", "make_refiner", "pair_ratios",
+    "project_gradient", "refine", "retract_to_sphere", "save_result", "scored_steps", "sphere_radius",
+    "tanaka_projection", "transport_cost",
 ]
 
 

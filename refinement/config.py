@@ -17,20 +17,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Literal, get_args
 
 from gan_models.config import known_fields
 
-OPTIMIZERS = ("sgd", "adam")
-NORMS = ("l2", "squared-l2")
-K_EFF_CHOICES = ("estimate", "mean-of-max", "one", "gradient")
-PROJECTIONS = ("exact", "tanaka", "none")
-KINDS = ("dot", "langevin")  # DOT (refinement.dot) or Langevin sampling (refinement.ddls)
-MOVES = ("image", "latent")
-COST_SPACE_NAMES = ("image", "latent", "embedding")
+# Each choice is declared once, as the Literal type of its field; the runtime tuple is its arguments.
+# The method names, in METHODS' order (tests/refinement/test_refine_config.py asserts they are its keys)
+MethodName = Literal["target", "latent", "latent-image", "embedded-target", "embedded-latent", "ddls"]
+OptimizerName = Literal["sgd", "adam"]
+NormName = Literal["l2", "squared-l2"]
+KEffName = Literal["estimate", "mean-of-max", "one", "gradient"]
+ProjectionName = Literal["exact", "tanaka", "none"]
+Kind = Literal["dot", "langevin"]  # DOT (refinement.dot) or Langevin sampling (refinement.ddls)
+Moves = Literal["image", "latent"]
+CostSpaceName = Literal["image", "latent", "embedding"]
+METHOD_NAMES: tuple[MethodName, ...] = get_args(MethodName)
+OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
+NORMS: tuple[NormName, ...] = get_args(NormName)
+K_EFF_CHOICES: tuple[KEffName, ...] = get_args(KEffName)
+PROJECTIONS: tuple[ProjectionName, ...] = get_args(ProjectionName)
+KINDS: tuple[Kind, ...] = get_args(Kind)
+MOVES: tuple[Moves, ...] = get_args(Moves)
+COST_SPACE_NAMES: tuple[CostSpaceName, ...] = get_args(CostSpaceName)
 # the K_eff estimators that need D's gradient in the cost's space (refinement.lipschitz)
-K_EFF_NEEDS_GRADIENT = ("gradient",)
+K_EFF_NEEDS_GRADIENT: tuple[KEffName, ...] = ("gradient",)
 # the config fields every DOT method reads (besides method and steps)
 _DOT_READS = ("lr", "optimizer", "norm", "delta", "k_eff", "k_eff_pairs", "k_eff_repeats")
 
@@ -39,7 +51,7 @@ class RefineConfigError(ValueError):
     """A refinement config value or key is invalid; the message names it and the valid choices."""
 
 
-def _choice(name: str, value: Any, valid) -> None:
+def _choice(name: str, value: Any, valid: Collection[str]) -> None:
     if value not in valid:
         raise RefineConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(valid)}")
 
@@ -64,10 +76,10 @@ class RefineMethod:
       space (None without a cost). Both follow from moves and cost_space, which the code reads.
     """
 
-    name: str
-    kind: str
-    moves: str
-    cost_space: str | None
+    name: MethodName
+    kind: Kind
+    moves: Moves
+    cost_space: CostSpaceName | None
     objective: str
     anchor: str | None
     reference: str = ""
@@ -98,7 +110,7 @@ class RefineMethod:
         return self.cost_space == "embedding"
 
     @property
-    def k_eff_choices(self) -> tuple[str, ...]:
+    def k_eff_choices(self) -> tuple[KEffName, ...]:
         """The K_eff estimators this method can use (none for Langevin, which divides D by nothing)."""
         if not self.dot:
             return ()
@@ -143,16 +155,16 @@ def get_method(name: str) -> RefineMethod:
 
 @dataclass(frozen=True)
 class RefineConfig:
-    method: str = "latent"
+    method: MethodName = "latent"
     steps: int = 20  # 0 is allowed in the library: the identity (inputs returned exactly)
     lr: float = 0.01  # DOT step size epsilon
-    optimizer: str = "adam"  # Adam uses beta = (0, 0.9) as Tanaka
-    norm: str = "l2"
+    optimizer: OptimizerName = "adam"  # Adam uses beta = (0, 0.9) as Tanaka
+    norm: NormName = "l2"
     delta: float = 0.001  # added to every coordinate of the cost's difference (keeps ||.|| differentiable at 0)
-    k_eff: str = "estimate"
+    k_eff: KEffName = "estimate"
     k_eff_pairs: int = 100  # sample pairs per maximum (Tanaka: 100); "gradient": generated points and interpolates
     k_eff_repeats: int = 10  # maxima averaged by "mean-of-max"
-    projection: str = "exact"
+    projection: ProjectionName = "exact"
     clip_images: bool = True  # clip refined images to the data range [-1, 1]
     embedding: str = "classifier-alt"  # feature space E of the embedded methods; never the scoring one
     ddls_step_size: float = 0.01  # Langevin epsilon
@@ -206,9 +218,9 @@ class RefineConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "RefineConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> RefineConfig:
         """Build from a mapping; unknown keys are an error listing the valid ones."""
         return cls(**known_fields(cls, values, what="refine config", error=RefineConfigError))
 
-    def replace(self, **changes: Any) -> "RefineConfig":
+    def replace(self, **changes: Any) -> RefineConfig:
         return RefineConfig.from_dict({**self.to_dict(), **changes})

@@ -11,8 +11,8 @@ differentiable at the start point, where the difference is exactly zero.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import Tensor, nn
 
@@ -59,7 +59,11 @@ class CostPosition:
             if z is None:
                 raise ValueError("a latent-space cost needs the latent z of an image, not the image alone")
             return z
-        return x if self.space == "image" else self.embedder(x)
+        if self.space == "image":
+            return x
+        if self.embedder is None:
+            raise ValueError("an embedding-space cost needs an embedding network")
+        return self.embedder(x)
 
     def critic(self, discriminator: nn.Module) -> Callable[[Tensor], Tensor] | None:
         """p -> D at the point p of this space, [B, ...] -> [B]; None for the embedding space."""

@@ -58,6 +58,7 @@ class LangevinRefiner:
             # sum over the batch: row i gets dE_i/dz_i
             self.energy(z).sum().backward(inputs=[z])
         grad = z.grad
+        assert grad is not None  # backward(inputs=[z]) filled it
         with torch.no_grad():
             # z <- z - (eps/2) grad E(z) + sqrt(eps) * noise_scale * n,   n ~ N(0, I)
             new = state.v - 0.5 * eps * grad + (eps**0.5 * scale) * noise

@@ -16,8 +16,8 @@ so it keeps the rows independent too; refined samples do not depend on how they 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -47,9 +47,10 @@ class RefineState:
     def tensors(self) -> dict[str, Tensor | None]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def rows(self, start: int, stop: int) -> "RefineState":
+    def rows(self, start: int, stop: int) -> RefineState:
         """Views of rows [start, stop): updating them in place updates this state."""
-        return RefineState(**{k: None if t is None else t[start:stop] for k, t in self.tensors().items()})
+        optional = {k: None if t is None else t[start:stop] for k, t in self.tensors().items() if k != "v"}
+        return RefineState(self.v[start:stop], **optional)
 
     def __len__(self) -> int:
         return self.v.shape[0]
@@ -69,6 +70,7 @@ def _sgd(g: Tensor, state: RefineState, t: int) -> Tensor:
 # direction = g / (sqrt(s / (1 - beta2^t)) + eps_adam)   (m = g since beta1 = 0; t counts from 1)
 def _adam(g: Tensor, state: RefineState, t: int) -> Tensor:
     s = state.second_moment
+    assert s is not None  # DotRefiner.start gives Adam its second moment
     s.mul_(ADAM_BETA2).addcmul_(g, g, value=1 - ADAM_BETA2)
     return g / ((s / (1 - ADAM_BETA2**t)).sqrt_().add_(ADAM_EPS))
 
@@ -137,11 +139,13 @@ class DotRefiner:
         """Update ``state`` in place with the t-th step (t >= 1): v <- constrain(v - eps * direction(g)),
         where constrain clips images, clips a uniform latent into the cube, or retracts a normal latent
         onto its starting sphere ||z|| = ||z_0|| ("exact" projection)."""
+        assert state.anchor is not None  # DotRefiner.start sets it
         v = state.v.detach().requires_grad_(True)
         with torch.enable_grad():
             # g_i = dH_i/dv_i, from the gradient of sum_i H_i(v_i); inputs=[v]: no parameter gradients
             self.objective(v, state.anchor).sum().backward(inputs=[v])
         g = v.grad
+        assert g is not None  # backward(inputs=[v]) filled it
         with torch.no_grad():
             if self.variant.moves_latent:
                 g = project_gradient(g, state.v, prior=self.latent_prior, projection=self.config.projection)

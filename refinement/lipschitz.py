@@ -31,7 +31,8 @@ The embedding space (embedded-*) has none: D is a function of x, not of E(x), an
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 from gan_models import sample_latent
 
 from .config import RefineConfig
-from .costs import cost_position, pairwise_distance
+from .costs import CostPosition, cost_position, pairwise_distance
 
 # draw(n) -> n ratios |D(a_i) - D(b_i)| / ||p(a_i) - p(b_i)|| from n fresh independent pairs
 RatioSampler = Callable[[int], Tensor]
@@ -95,7 +96,7 @@ class LipschitzProbe:
     def gradient_norms(self, n: int) -> Tensor:
         """||grad D|| in the cost's space at n generated points and n interpolates: [2n]."""
         space = getattr(self.position, "space", None)
-        critic = self.position.critic(self.discriminator) if space is not None else None
+        critic = cast(CostPosition, self.position).critic(self.discriminator) if space is not None else None
         if critic is None:
             raise ValueError(f"k_eff 'gradient' needs an image or latent cost space (D as a function of the cost's "
                              f"points); got {space or 'an unnamed position map'}; use estimate, mean-of-max or one")

@@ -4,8 +4,8 @@ frontier, and a strip of the same samples across the scored steps."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 from torch import Tensor
@@ -38,7 +38,7 @@ def plot_metrics(trajectory: pd.DataFrame, path: str | os.PathLike, *, title: st
         right_cols = ["displacement"]
         right_label = "mean ||x - y||"
     right = left.twinx()
-    for col, color in zip(right_cols, ("tab:blue", "tab:green")):
+    for col, color in zip(right_cols, ("tab:blue", "tab:green"), strict=False):  # one or two columns
         right.plot(steps, trajectory[col], "s--", color=color, label=col)
     right.set_ylabel(right_label)
     left.set_xlabel("refinement step")
@@ -61,7 +61,7 @@ def plot_precision_recall(trajectory: pd.DataFrame, path: str | os.PathLike, *, 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(trajectory["recall"], trajectory["precision"], "o-")
-    for step, r, p in zip(trajectory["step"], trajectory["recall"], trajectory["precision"]):
+    for step, r, p in zip(trajectory["step"], trajectory["recall"], trajectory["precision"], strict=True):
         ax.annotate(str(int(step)), (r, p), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")

@@ -24,7 +24,7 @@ The rules (PROJECTIONS), named for what they do:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

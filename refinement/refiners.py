@@ -3,7 +3,8 @@ method uses."""
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from torch import Tensor, nn
 

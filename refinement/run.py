@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # light modules only: torch and the heavy modules are imported by main() once the flags parse (fast --help)
 from evaluation.score import FEATURE_SPACE_NAMES, METRIC_GROUP_NAMES, SCORING_SPACE_NAMES
@@ -60,7 +60,8 @@ _K_EFF_FIELDS = {"estimate": ("k_eff_pairs",), "mean-of-max": ("k_eff_pairs", "k
                  "gradient": ("k_eff_pairs",)}
 # scoring flag -> its default; the parser's default is None so that an explicit flag is told apart
 # (and refused with --no-score, which would ignore it)
-_SCORING_DEFAULTS = {"features": "classifier", "metrics": None, "n_real": 10000, "cache_dir": None, "data_root": None}
+_SCORING_DEFAULTS: dict[str, Any] = {"features": "classifier", "metrics": None, "n_real": 10000, "cache_dir": None,
+                                     "data_root": None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
         else:
             extra = f"; one of {', '.join(_CHOICES[f.name])}" if f.name in _CHOICES else ""
-            p.add_argument(flag, type=_TYPES[str(f.type)], default=None, metavar=f.name.upper(),
+            arg_type = str if f.name in _CHOICES else _TYPES[str(f.type)]  # a choice's type is a Literal
+            p.add_argument(flag, type=arg_type, default=None, metavar=f.name.upper(),
                            help=f"default {f.default}{extra}")
     p.add_argument("--out", required=True, type=Path, help="output folder (refused if non-empty, see --overwrite)")
     p.add_argument("--overwrite", action="store_true",

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
@@ -81,9 +82,9 @@ def _inference_mode(*modules: nn.Module | None) -> Iterator[None]:
             p.requires_grad_(False)
         yield
     finally:
-        for m, t in zip(mods, training):
+        for m, t in zip(mods, training, strict=True):
             m.train(t)
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             p.requires_grad_(g)
 
 
@@ -97,7 +98,8 @@ def _cat_states(parts: list[RefineState]) -> RefineState:
         first = getattr(parts[0], name)
         return None if first is None else torch.cat([getattr(p, name) for p in parts])
 
-    return RefineState(**{name: cat(name) for name in parts[0].tensors()})
+    optional = {name: cat(name) for name in parts[0].tensors() if name != "v"}
+    return RefineState(torch.cat([p.v for p in parts]), **optional)
 
 
 @torch.no_grad()

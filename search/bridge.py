@@ -21,9 +21,10 @@ import json
 import math
 import sys
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -143,7 +144,8 @@ class OptunaSearcher(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the space is the study's define-by-run function; metric/mode are Optuna's
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    # Ray annotates Searcher.suggest as Optional[Dict], yet documents (and checks for) Searcher.FINISHED, a str
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         link = self.link
         if link.asked >= link.n_to_run:
             return Searcher.FINISHED

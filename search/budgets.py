@@ -43,8 +43,11 @@ class Budget:
         return self.prune_warmup_reports * self.eval_every
 
     def refine_score_steps(self, refine_steps: int) -> tuple[int, ...]:
-        """The scored steps of a trajectory of ``refine_steps`` steps: the budget's up to it, and it."""
-        return tuple(sorted({s for s in self.score_steps if s <= refine_steps} | {refine_steps}))
+        """The scored steps of a trajectory of ``refine_steps`` steps: the budget's up to it, and it
+        (the refiner's own rule, so the two can never disagree)."""
+        from refinement.trajectory import scored_steps  # here, not at the top: --help stays torch-free
+
+        return tuple(scored_steps(self.score_steps, refine_steps))
 
 
 BUDGETS: dict[str, Budget] = {

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 PHASE_KEY = "phase"
 
@@ -29,7 +30,7 @@ FINAL_METRICS = ("fid", "precision", "recall", "density", "coverage", "class_cov
 BEFORE_METRICS = ("fid", "precision", "recall")
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     TRAIN = "train"
     FINAL = "final"
     FAILED = "failed"
@@ -81,7 +82,7 @@ class FailedReport(_Report):
 
 
 Report = TrainReport | FinalReport | FailedReport
-_BY_PHASE: dict[str, type[_Report]] = {c.phase.value: c for c in (TrainReport, FinalReport, FailedReport)}
+_BY_PHASE: dict[str, type[Report]] = {c.phase.value: c for c in (TrainReport, FinalReport, FailedReport)}
 _FINAL_SCALARS = tuple(f.name for f in dataclasses.fields(FinalReport) if f.name != "metrics")
 
 

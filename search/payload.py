@@ -40,7 +40,7 @@ class TrialInputs:
     """What the driver reads from its own disk for every trial."""
 
     train_images: Tensor  # uint8 [N, 28, 28], the dataset's train split
-    evaluator: "Evaluator"  # prepared: scoring needs neither data nor disk
+    evaluator: Evaluator  # prepared: scoring needs neither data nor disk
     embedders: dict[str, nn.Module]  # feature space name -> E, for the embedded DOT methods
 
     def nbytes(self) -> int:
@@ -59,7 +59,7 @@ class TrialPayload:
         return self.inputs.train_images
 
     @property
-    def evaluator(self) -> "Evaluator":
+    def evaluator(self) -> Evaluator:
         return self.inputs.evaluator
 
     @property

@@ -252,7 +252,7 @@ def probe_nodes(storage_path: str, tracking_uri: str, *, cpus_per_trial: float, 
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)).remote(
         storage_path, tracking_uri) for node in nodes}
     try:
-        answers = dict(zip(refs, ray.get(list(refs.values()), timeout=PROBE_TIMEOUT_S)))
+        answers = dict(zip(refs, ray.get(list(refs.values()), timeout=PROBE_TIMEOUT_S), strict=True))
     except ray.exceptions.GetTimeoutError:
         raise PreflightError(f"the storage/tracking probe on the worker nodes did not answer within "
                              f"{PROBE_TIMEOUT_S:.0f} s") from None

@@ -15,10 +15,14 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Sequence
+from typing import IO, TYPE_CHECKING
 
 from ray.tune import Callback
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def _clock(seconds: float) -> str:
@@ -41,7 +45,7 @@ class StudyProgress(Callback):
     every_s: float = 30.0
     stream: IO[str] = field(default_factory=lambda: sys.stdout)
     live_bar: bool | None = None  # None: a bar when ``stream`` is a terminal
-    clock: callable = time.monotonic  # type: ignore[valid-type]
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -53,7 +57,7 @@ class StudyProgress(Callback):
         self._last_print = -math.inf
         if self.live_bar is None:
             self.live_bar = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._bar = None
+        self._bar: tqdm | None = None
 
     # -- fed by the bridge --------------------------------------------------------------------------
     def trial_started(self, number: int) -> None:
@@ -79,7 +83,7 @@ class StudyProgress(Callback):
         if state == "PRUNED" and values:  # Optuna keeps the last intermediate value as a pruned trial's value
             shown = f"fid_intermediate {values[0]:.4g}"
         else:
-            shown = ", ".join(f"{o} {v:.4g}" for o, v in zip(self.objectives, values)) if values else "-"
+            shown = ", ".join(f"{o} {v:.4g}" for o, v in zip(self.objectives, values, strict=False)) if values else "-"
         took = _clock(seconds) if seconds is not None else "?"
         self._write(f"trial {number:4d} {state:<8} {shown:<26} steps {steps:>6}  time {took}")
         self.refresh()

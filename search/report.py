@@ -3,13 +3,16 @@ trials, and Optuna's history / importance / intermediate-value plots (matplotlib
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from .studies import Study
 
@@ -50,7 +53,7 @@ def pareto_front(table: pd.DataFrame) -> pd.DataFrame:
     done = table[(table["state"] == "COMPLETE")].dropna(subset=list(FRONT_AXES))
     pts = done[list(FRONT_AXES)].to_numpy(dtype=float)
     keep = []
-    for i, p in enumerate(pts):
+    for p in pts:
         # dominated: another point >= in both and > in one
         dominated = np.any(np.all(pts >= p, axis=1) & np.any(pts > p, axis=1))
         keep.append(not dominated)
@@ -113,8 +116,8 @@ def plot_intermediate(study: optuna.Study):
         steps = sorted(t.intermediate_values)
         values = [t.intermediate_values[s] for s in steps]
         pruned = t.state == TrialState.PRUNED
-        line, = ax.plot(steps, values, "--" if pruned else "-", lw=1.2, alpha=0.8 if pruned else 1.0,
-                        label=f"trial {t.number}" + (f" (pruned at {steps[-1]})" if pruned else f" ({t.state.name.lower()})"))
+        label = f"trial {t.number}" + (f" (pruned at {steps[-1]})" if pruned else f" ({t.state.name.lower()})")
+        line, = ax.plot(steps, values, "--" if pruned else "-", lw=1.2, alpha=0.8 if pruned else 1.0, label=label)
         if pruned:
             ax.plot(steps[-1], values[-1], "x", ms=9, mew=2, c=line.get_color())
         drawn += 1
@@ -138,13 +141,14 @@ def optuna_plots(study: optuna.Study, study_def: Study, folder: Path) -> tuple[d
 
     plt = _pyplot()
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    jobs = {}
+    jobs: dict[str, Callable[[], Any]] = {}
     for i, name in enumerate(study_def.objectives):
-        target = None if not study_def.multi_objective else (lambda t, i=i: t.values[i])
-        jobs[f"history_{name}"] = lambda target=target, name=name: ovm.plot_optimization_history(
-            study, target=target, target_name=name)
-        jobs[f"importance_{name}"] = lambda target=target, name=name: ovm.plot_param_importances(
-            study, target=target, target_name=name)
+        target: Callable[[FrozenTrial], float] | None = (
+            None if not study_def.multi_objective else (lambda t, i=i: t.values[i]))
+        jobs[f"history_{name}"] = functools.partial(ovm.plot_optimization_history, study, target=target,
+                                                    target_name=name)
+        jobs[f"importance_{name}"] = functools.partial(ovm.plot_param_importances, study, target=target,
+                                                       target_name=name)
     if study_def.prunable:
         jobs["intermediate_fid"] = lambda: plot_intermediate(study)
     if study_def.multi_objective:
@@ -205,7 +209,7 @@ def study_summary(study: optuna.Study, study_def: Study, steps_per_trial: int) -
     if complete:
         best = study.best_trials if study_def.multi_objective else [study.best_trial]
         if not study_def.multi_objective:
-            metrics[f"best_{study_def.objectives[0]}"] = float(best[0].value)
+            metrics[f"best_{study_def.objectives[0]}"] = float(study.best_value)
             metrics["best_trial"] = float(best[0].number)
         tags["best.trials"] = ",".join(str(t.number) for t in best)
         tags["best.mlflow_run_ids"] = ",".join(str(t.user_attrs.get("mlflow_run_id", "")) for t in best)

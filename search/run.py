@@ -26,9 +26,10 @@ import shlex
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from gan_models.config import cli_prog  # light: the heavy modules are imported by the steps that use them
 
@@ -88,7 +89,7 @@ class StudySettings:
         return {**dataclasses.asdict(self), "narrowing": dict(self.narrowing)}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "StudySettings":
+    def from_dict(cls, values: Mapping[str, Any]) -> StudySettings:
         from gan_models.config import known_fields
 
         return cls(**known_fields(cls, values, what="stored study settings", error=SearchError))
@@ -483,7 +484,7 @@ def open_stores(plan: StudyPlan, stores: Stores) -> OpenStudy:
 def study_description(plan: StudyPlan) -> str:
     """The parent run's description in the MLflow UI (markdown)."""
     s, d = plan.settings, plan.study_def
-    goal = ", ".join(f"{direction} {o}" for o, direction in zip(d.objectives, d.directions))
+    goal = ", ".join(f"{direction} {o}" for o, direction in zip(d.objectives, d.directions, strict=True))
     narrowed = ", ".join(f"{k}={v}" for k, v in s.narrowing.items()) or "none"
     return (f"**{plan.name}**: study `{d.name}`, {d.description}.\n\n"
             f"Objective: {goal}. Budget `{s.budget}`, {s.trials} trials, sampler `{s.sampler}`, pruner `{s.pruner}`, "
@@ -670,8 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUNS_DIR/optuna.db)")
     p.add_argument("--storage-path", help="Ray checkpoints: a folder, or with --address s3://, gs:// or file:// "
                                           "on shared storage (default RUNS_DIR/ray)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///RUNS_DIR/mlflow.db; with --address "
-                                          "an http(s):// server that proxies artifacts)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
+                                          "sqlite:///RUNS_DIR/mlflow.db; with --address an http(s):// server that "
+                                          "proxies artifacts)")
     p.add_argument("--address", help="join this Ray cluster (e.g. auto); default: start Ray on this machine")
     p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray (default: all)")
     p.add_argument("--data-root", help="dataset folder (torchvision layout), read by the driver only; "
@@ -740,7 +742,8 @@ def print_outcome(out: StudyOutcome) -> None:
             print(f"  {n} x {short}")
         print(f"first failure, in full: {next(iter(reasons))}")
     if not out.best.empty:
-        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
+        with pd.option_context("display.width", 200, "display.max_columns", 30,
+                               "display.float_format", "{:.4g}".format):
             print("best trials:\n" + out.best.to_string(index=False))
     for name, why in out.skipped_plots.items():
         print(f"note: plot {name} not drawn: {why}")

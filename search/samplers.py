@@ -7,7 +7,8 @@ finished trials and how many reports they wait for before deciding.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .budgets import Budget
 

@@ -15,9 +15,10 @@ A narrowing maps a parameter name to one of
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import optuna
 
@@ -54,7 +55,7 @@ class IntRange:
         return f"an integer in [{self.low}, {self.high}]"
 
 
-ParamSpec = Union[Categorical, FloatRange, IntRange]
+ParamSpec = Categorical | FloatRange | IntRange
 Narrowing = Mapping[str, ParamSpec]
 
 
@@ -76,19 +77,22 @@ def _narrow_one(name: str, spec: ParamSpec, value: Any) -> ParamSpec:
         # True == 1 in Python: a study file's `1` must not pass for a registered `True`
         bad = [v for v in subset if not any(c == v and type(c) is type(v) for c in spec.choices)]
         if bad:
-            raise SpaceError(f"parameter {name}: {', '.join(map(repr, bad))} not allowed; registered: {spec.describe()}")
+            raise SpaceError(f"parameter {name}: {', '.join(map(repr, bad))} not allowed; "
+                             f"registered: {spec.describe()}")
         return Categorical(tuple(dict.fromkeys(subset)))
     is_int = isinstance(spec, IntRange)
     if isinstance(value, Mapping):
         keys = set(value)
         if keys != {"low", "high"}:
-            raise SpaceError(f"parameter {name}: a range needs exactly the keys low and high, got {', '.join(sorted(keys))}")
+            raise SpaceError(f"parameter {name}: a range needs exactly the keys low and high, "
+                             f"got {', '.join(sorted(keys))}")
         low, high = _number(name, value["low"], is_int), _number(name, value["high"], is_int)
     else:
         low = high = _number(name, value, is_int)
     if not (spec.low <= low <= high <= spec.high):
-        raise SpaceError(f"parameter {name}: [{low}, {high}] is not inside the registered range; registered: {spec.describe()}")
-    return IntRange(low, high, spec.log) if is_int else FloatRange(float(low), float(high), spec.log)
+        raise SpaceError(f"parameter {name}: [{low}, {high}] is not inside the registered range; "
+                         f"registered: {spec.describe()}")
+    return IntRange(int(low), int(high), spec.log) if is_int else FloatRange(float(low), float(high), spec.log)
 
 
 def _number(name: str, v: Any, is_int: bool) -> float | int:
@@ -108,7 +112,7 @@ class SpaceSampler:
         self.narrowing = narrowing
 
     def __call__(self, name: str) -> Any:
-        spec = self.narrowing.get(name) if name in self.narrowing else self.specs[name]
+        spec = self.narrowing[name] if name in self.narrowing else self.specs[name]
         if isinstance(spec, Categorical):
             return self.trial.suggest_categorical(name, list(spec.choices))
         if isinstance(spec, IntRange):
@@ -144,7 +148,8 @@ def read_study_file(path: str | Path) -> dict[str, Any]:
         raise SpaceError(f"study file {path} must hold a mapping with keys {', '.join(STUDY_FILE_KEYS)}")
     unknown = sorted(set(data) - set(STUDY_FILE_KEYS))
     if unknown:
-        raise SpaceError(f"study file {path}: unknown keys {', '.join(unknown)}; valid keys: {', '.join(STUDY_FILE_KEYS)}")
+        raise SpaceError(f"study file {path}: unknown keys {', '.join(unknown)}; "
+                         f"valid keys: {', '.join(STUDY_FILE_KEYS)}")
     return {"study": data.get("study"), "params": data.get("params") or {}}
 
 

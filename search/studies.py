@@ -18,8 +18,9 @@ k_eff "gradient" is offered only where the cost lives in image or latent space, 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import optuna
 

@@ -13,9 +13,10 @@ import math
 import os
 import time
 import urllib.parse
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "search.role"  # "study" | "trial"
@@ -172,10 +173,10 @@ def find_trial_run(study_run: StudyRun, trial_number: int):
     return runs[0] if runs else None
 
 
-def end_trial_run(study_run: StudyRun, run_id: str, state: str, tags: Mapping[str, Any] = ()) -> None:
+def end_trial_run(study_run: StudyRun, run_id: str, state: str, tags: Mapping[str, Any] | None = None) -> None:
     """Close a trial's run with the status matching its Optuna state (KILLED for interrupted ones)."""
     c = client(study_run.tracking_uri)
-    for k, v in dict(tags).items():
+    for k, v in dict(tags or {}).items():
         c.set_tag(run_id, k, str(v))
     c.set_tag(run_id, STATE_TAG, state)
     c.set_terminated(run_id, status=RUN_STATUS.get(state, "KILLED"))
@@ -235,7 +236,7 @@ class TrialRun:
 
     @classmethod
     def open(cls, study_run: StudyRun, *, study_name: str, trial_number: int, params: Mapping[str, Any],
-             tags: Mapping[str, Any] = ()) -> "TrialRun":
+             tags: Mapping[str, Any] | None = None) -> TrialRun:
         existing = find_trial_run(study_run, trial_number)
         c = client(study_run.tracking_uri)
         if existing is not None:  # a restarted worker continues the same run, never a duplicate
@@ -245,7 +246,7 @@ class TrialRun:
             study_run.experiment_id,
             run_name=f"trial-{trial_number:04d}",
             tags={PARENT_TAG: study_run.parent_run_id, ROLE_TAG: "trial", STUDY_TAG: study_name,
-                  TRIAL_TAG: str(trial_number), **{k: str(v) for k, v in dict(tags).items()}},
+                  TRIAL_TAG: str(trial_number), **{k: str(v) for k, v in dict(tags or {}).items()}},
         )
         out = cls(study_run, run.info.run_id)
         out.log_params(params)

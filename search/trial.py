@@ -20,8 +20,9 @@ import shutil
 import sys
 import tempfile
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -175,7 +176,8 @@ def _train_and_score(payload: TrialPayload, budget: Budget, train_cfg, refine_cf
         resumed_from = reporter.restore(ckpt_path)
         if resumed_from:
             run.set_tags({"resumed_from_step": resumed_from})
-        ids = {"optuna_trial": trial_number, "mlflow_run_id": run.run_id, "resumed_from_step": resumed_from}
+        ids: dict[str, Any] = {"optuna_trial": trial_number, "mlflow_run_id": run.run_id,
+                               "resumed_from_step": resumed_from}
         logged = {"step": resumed_from}
 
         def on_eval(trainer) -> None:
@@ -234,8 +236,8 @@ def _score_final(payload: TrialPayload, budget: Budget, trainer, refine_cfg, run
         embedder = payload.embedders.get(refine_cfg.embedding) if refine_cfg.embedded else None
         if embedder is not None:
             embedder = embedder.to(device)
-        result = refine(G, D, refine_cfg, latent_dim=trainer.config.latent_dim, latent_prior=trainer.config.latent_prior,
-                        n=budget.n_final, seed=ctx.seed, evaluator=evaluator,
+        result = refine(G, D, refine_cfg, latent_dim=trainer.config.latent_dim,
+                        latent_prior=trainer.config.latent_prior, n=budget.n_final, seed=ctx.seed, evaluator=evaluator,
                         score_steps=budget.refine_score_steps(refine_cfg.steps), batch_size=budget.refine_batch_size,
                         device=device, dataset=ctx.dataset, embedder=embedder,
                         real_images=_real_sample(payload, refine_cfg.k_eff_pairs, ctx.seed).to(device))

@@ -4,8 +4,8 @@ table-driven bad-input tests (a subprocess per case costs seconds of imports).""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

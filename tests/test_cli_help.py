@@ -133,11 +133,13 @@ def test_light_name_lists_equal_the_registries():
     from evaluation.evaluator import METRIC_GROUPS, SCORING_SPACES
     from evaluation.features import FEATURE_SPACES
     from gan_models import config
+    from gan_models.data import DATASETS
     from gan_models.losses import LOSSES, SAN_BASES
     from gan_models.networks import ARCHITECTURES, LATENT_PRIORS
     from refinement import run as refine_cli
     from refinement.trajectory import DEFAULT_SCORE_STEPS
 
+    assert config.DATASET_NAMES == tuple(DATASETS)
     assert config.LOSS_NAMES == tuple(LOSSES)
     assert config.SAN_BASE_NAMES == tuple(SAN_BASES)
     assert config.ARCHITECTURE_NAMES == tuple(ARCHITECTURES)

@@ -289,11 +289,11 @@ def ray_shim_main(argv: list[str]) -> None:
 # --- the provider and its command runner ------------------------------------------------------------
 
 from ray.autoscaler._private.command_runner import _with_environment_variables  # noqa: E402
-from ray.autoscaler._private.util import with_head_node_ip  # noqa: E402
 from ray.autoscaler._private.fake_multi_node.node_provider import (  # noqa: E402
     FAKE_HEAD_NODE_ID,
     FakeMultiNodeProvider,
 )
+from ray.autoscaler._private.util import with_head_node_ip  # noqa: E402
 from ray.autoscaler.command_runner import CommandRunnerInterface  # noqa: E402
 from ray.autoscaler.tags import (  # noqa: E402
     NODE_KIND_HEAD,
@@ -620,7 +620,7 @@ class FakeCluster:
                                 "PYTHONPATH": str(HERE), "PATH": f"{Path(PY).parent}:{os.environ.get('PATH', '')}"})
 
     @classmethod
-    def create(cls, cluster: dict, *, node_env: dict[str, str] | None = None) -> "FakeCluster":
+    def create(cls, cluster: dict, *, node_env: dict[str, str] | None = None) -> FakeCluster:
         # short: Ray's Unix sockets live under <state_dir>/t/ray/session_*/sockets (108-byte limit)
         state_dir = Path(tempfile.mkdtemp(prefix="gfc-"))
         ports = free_ports()

@@ -343,9 +343,8 @@ def _pins(config) -> dict[str, str]:
 
 
 def test_setup_pins_the_projects_dependencies(config):
-    from packaging.requirements import Requirement
-
     import ray
+    from packaging.requirements import Requirement
 
     pins = _pins(config)
     project = tomllib.loads((fc.REPO / "pyproject.toml").read_text())["project"]["dependencies"]
@@ -376,7 +375,7 @@ def test_the_fake_cluster_config_agrees_with_cluster_yaml(config, tmp_path):
     # start commands: the same, ports and the head's private address (127.0.0.1) aside
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert len(fake[key]) == len(config[key])
-        for original, local in zip(config[key], fake[key]):
+        for original, local in zip(config[key], fake[key], strict=True):
             assert local == fc.localize_start_commands([original], ports, head=False)[0]
             definition = fc.HEAD_IP_DEFINITION.search(original)
             replaceable = set(definition.group(0).split()) if definition else set()

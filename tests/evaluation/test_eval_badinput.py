@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-from cli_runner import run_in_process, tree
 import torch
-from test_eval_datasets import write_idx_dataset
 
 from evaluation.score import main as score_main
 from evaluation.train_classifier import main as train_classifier_main
 from gan_models import TrainConfig, Trainer
+
+from cli_runner import run_in_process, tree
+from test_eval_datasets import write_idx_dataset
 
 NO_CUDA = not torch.cuda.is_available()
 UNWRITABLE = "/proc/gan-refine-search-test/dir"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import evaluation
-from gan_models import TrainConfig, Trainer, load_models
 from evaluation.score import main, sample_generator
+from gan_models import TrainConfig, Trainer, load_models
 
 
 @pytest.fixture(scope="module")

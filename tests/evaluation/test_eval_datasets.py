@@ -22,6 +22,7 @@ from evaluation.score import main as score_main
 from evaluation.train_classifier import main as train_classifier_main
 from gan_models import load_images
 from gan_models.train import main as train_main
+
 from synthetic_data import write_idx_dataset
 
 REPO = Path(__file__).resolve().parents[2]

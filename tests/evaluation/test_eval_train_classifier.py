@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_eval_datasets import write_idx_dataset
-
 from evaluation import load_classifier, resolve_classifier
 from evaluation.classifier import EVALUATOR_DIR_ENV, MANIFEST_NAME
 from evaluation.train_classifier import (
@@ -18,6 +16,8 @@ from evaluation.train_classifier import (
     train_classifier,
 )
 
+from test_eval_datasets import write_idx_dataset
+
 
 def _train(images, labels, seed):
     return train_classifier(images, labels, ClassifierTrainConfig(seed=seed, epochs=1, batch_size=64))
@@ -26,7 +26,7 @@ def _train(images, labels, seed):
 def test_training_is_deterministic_from_the_seed(mnist_train):
     x, y = mnist_train.images[:320], mnist_train.labels[:320]
     a, b, c = _train(x, y, 0), _train(x, y, 0), _train(x, y, 1)
-    for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     assert not torch.equal(a.head.weight, c.head.weight)
 

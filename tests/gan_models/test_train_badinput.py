@@ -11,10 +11,11 @@ import subprocess
 import sys
 
 import pytest
-from cli_runner import run_in_process, tree
 import torch
 
 from gan_models.train import main
+
+from cli_runner import run_in_process, tree
 
 NO_CUDA = not torch.cuda.is_available()
 SUBPROCESS_CASE = "device-unknown"

@@ -28,8 +28,8 @@ def test_each_loss_and_architecture_trains(loss, architecture, mnist_train):
     for _ in range(cfg.steps):
         losses = trainer.train_step()
         assert math.isfinite(losses["loss_d"]) and math.isfinite(losses["loss_g"])
-    assert any(not torch.equal(a, b) for a, b in zip(g0, _params(trainer.G)))
-    assert any(not torch.equal(a, b) for a, b in zip(d0, _params(trainer.D)))
+    assert any(not torch.equal(a, b) for a, b in zip(g0, _params(trainer.G), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, _params(trainer.D), strict=True))
     if spec.clips_weights:
         assert max(p.abs().max().item() for p in trainer.D.parameters()) <= cfg.clip_value + 1e-12
     x = trainer.sample(8)
@@ -90,9 +90,9 @@ def test_same_seed_gives_bit_identical_weights(mnist_train):
     a = train_gan(cfg, images_u8=mnist_train.images[:1000]).trainer
     b = train_gan(cfg, images_u8=mnist_train.images[:1000]).trainer
     c = train_gan(cfg.replace(seed=8), images_u8=mnist_train.images[:1000]).trainer
-    for (k, va), vb in zip(a.G.state_dict().items(), b.G.state_dict().values()):
+    for (k, va), vb in zip(a.G.state_dict().items(), b.G.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
-    for va, vb in zip(a.D.state_dict().values(), b.D.state_dict().values()):
+    for va, vb in zip(a.D.state_dict().values(), b.D.state_dict().values(), strict=True):
         assert torch.equal(va, vb)
     assert a.history == b.history
     assert not torch.equal(a.G.net[0].weight, c.G.net[0].weight)
@@ -109,9 +109,9 @@ def test_resume_matches_an_uninterrupted_run(loss, mnist_train, tmp_path):
     assert first.stopped_early and first.trainer.step == 5
     resumed = train_gan(cfg, images_u8=images, checkpoint_path=ckpt, resume=True).trainer
     assert resumed.step == 12
-    for va, vb in zip(whole.G.state_dict().values(), resumed.G.state_dict().values()):
+    for va, vb in zip(whole.G.state_dict().values(), resumed.G.state_dict().values(), strict=True):
         assert torch.equal(va, vb)
-    for va, vb in zip(whole.D.state_dict().values(), resumed.D.state_dict().values()):
+    for va, vb in zip(whole.D.state_dict().values(), resumed.D.state_dict().values(), strict=True):
         assert torch.equal(va, vb)
     assert whole.history == resumed.history
     assert whole.opt_g.state_dict()["state"][0]["step"] == resumed.opt_g.state_dict()["state"][0]["step"]

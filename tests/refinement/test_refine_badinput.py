@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_runner import run_in_process, tree
 import torch
 
 from gan_models import TrainConfig, Trainer
 from refinement.run import main
+
+from cli_runner import run_in_process, tree
 
 NO_CUDA = not torch.cuda.is_available()
 UNWRITABLE = "/proc/gan-refine-search-test/dir"

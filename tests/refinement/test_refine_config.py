@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from refinement import K_EFF_CHOICES, METHODS, RefineConfig, RefineConfigError
-from refinement.config import RefineMethod, get_method
+from refinement.config import METHOD_NAMES, RefineMethod, get_method
 
 
 def test_defaults_follow_tanaka():
@@ -12,6 +12,10 @@ def test_defaults_follow_tanaka():
         "latent", 0.01, "adam", 0.001, "estimate", 100)
     assert c.embedding == "classifier-alt"
     assert RefineConfig.from_dict(c.to_dict()) == c
+
+
+def test_method_names_are_the_registry():
+    assert METHOD_NAMES == tuple(METHODS)  # the Literal type of RefineConfig.method, in METHODS' order
 
 
 def test_unknown_method_lists_valid_choices():

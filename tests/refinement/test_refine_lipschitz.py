@@ -50,8 +50,8 @@ def test_mean_of_max_and_one():
     maxima_draw = _draw_normal(1, 2)
     mean = estimate_k_eff("mean-of-max", draw, pairs=10, repeats=20)
     # the same stream again, by hand: 20 maxima of 10 pairs each
-    by_hand = [float(pair_ratios(LinearCritic(torch.tensor([0.6, 0.8])), lambda z: z, maxima_draw(10), maxima_draw(10)).max())
-               for _ in range(20)]
+    critic = LinearCritic(torch.tensor([0.6, 0.8]))
+    by_hand = [float(pair_ratios(critic, lambda z: z, maxima_draw(10), maxima_draw(10)).max()) for _ in range(20)]
     assert mean == pytest.approx(sum(by_hand) / 20, rel=1e-6)
     assert mean < max(by_hand) <= 1.0 + 1e-6
     assert estimate_k_eff("one", draw) == 1.0

@@ -24,7 +24,8 @@ def test_scored_with_the_real_evaluator_and_saved(small_gan, evaluator, tmp_path
                     score_steps=(0, 1, 3), batch_size=16)
     t = result.trajectory
     assert list(t["step"]) == [0, 1, 3]
-    for col in ("fid", "precision", "recall", "density", "coverage", "class_coverage", "class_kl", "k_eff", "evaluator_sha256"):
+    for col in ("fid", "precision", "recall", "density", "coverage", "class_coverage", "class_kl", "k_eff",
+                "evaluator_sha256"):
         assert col in t.columns
     assert bool((t["fid"] > 0).all()) and bool(t["precision"].between(0, 1).all())
     assert result.best_step == int(t.loc[t["fid"].idxmin(), "step"])

@@ -27,9 +27,11 @@ def _nothing_written(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--study", "nope"], "unknown study 'nope'; valid choices: gan, dot_latent, dot_target, dot_embedded, ddls, pareto"),
+    (["--study", "nope"],
+     "unknown study 'nope'; valid choices: gan, dot_latent, dot_target, dot_embedded, ddls, pareto"),
     (["--study", "gan", "--sampler", "cmaes"], "unknown sampler 'cmaes'; valid choices: tpe, random, nsga2"),
-    (["--study", "gan", "--pruner", "asha"], "unknown pruner 'asha'; valid choices: median, percentile, hyperband, none"),
+    (["--study", "gan", "--pruner", "asha"],
+     "unknown pruner 'asha'; valid choices: median, percentile, hyperband, none"),
     (["--study", "gan", "--budget", "huge"], "unknown budget 'huge'; valid choices: smoke, small, full"),
     (["--study", "pareto", "--pruner", "median"], "Optuna cannot prune multi-objective studies; use --pruner none"),
     (["--resume", "--name", "ghost"], "cannot --resume study 'ghost': it does not exist in sqlite:///"),

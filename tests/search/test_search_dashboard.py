@@ -97,7 +97,7 @@ def test_optuna_dashboard_api_shows_the_study(study):
 
     # every trial: its state (PRUNED included), value, intermediate values and parameters
     assert [(t["number"], t["state"]) for t in detail["trials"]] == [(0, "Complete"), (1, "Pruned"), (2, "Complete")]
-    for shown, t, (curve, final) in zip(detail["trials"], trials, CURVES):
+    for shown, t, (curve, final) in zip(detail["trials"], trials, CURVES, strict=True):
         assert {v["step"]: v["value"] for v in shown["intermediate_values"]} == curve
         assert shown["values"] == ([final["fid"]] if final else [curve[max(curve)]])  # pruned: its last report
         assert {p["name"]: p["param_external_value"] for p in shown["params"]} == {

@@ -8,9 +8,9 @@ from optuna.trial import TrialState
 
 from evaluation.classifier import EVALUATOR_DIR_ENV
 from evaluation.train_classifier import main as train_classifier_main
-from synthetic_data import write_idx_dataset
 
 from search_helpers import SMOKE_SPACE, mlflow_runs, optuna_trials, run_cli, write
+from synthetic_data import write_idx_dataset
 
 pytestmark = pytest.mark.slow
 

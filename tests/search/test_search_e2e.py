@@ -108,6 +108,20 @@ def _check_complete_run(uri: str, run, *, refined: bool) -> None:
         assert m["fid"] == m["fid_before"] and "samples/final_samples.png" in files
 
 
+def test_a_study_is_quiet_by_default(gan_study):
+    """One start line, status lines, one line per finished trial, the summary: no Ray tables or hints."""
+    lines = gan_study["proc"].stdout.splitlines()
+    trial_lines = [ln for ln in lines if ln.startswith("trial ")]
+    assert sorted(int(ln.split()[1]) for ln in trial_lines) == [0, 1, 2, 3]  # in the order they finished
+    assert all(ln.split()[2] in ("COMPLETE", "PRUNED", "FAIL") for ln in trial_lines)
+    status = [ln for ln in lines if ln.startswith("study gan: ") and " running of 4 " in ln]
+    assert status and status[-1].startswith("study gan: ") and "| ETA " in status[-1]
+    for noise in ("╭", "Trial status", "tensorboard", "Tuner.restore", "View detailed results"):
+        assert noise not in gan_study["proc"].stdout
+    # start line + status lines (every 30 s) + 4 trial lines + the summary (~12 lines)
+    assert len(lines) <= 4 + len(status) + 1 + 20, lines
+
+
 def test_gan_study_stores_and_tables(gan_study):
     trials = _check_study_stores(gan_study, "gan", 1)
     assert f"mlflow ui --backend-store-uri {gan_study['tracking']}" in gan_study["proc"].stdout

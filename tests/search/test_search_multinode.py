@@ -19,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from benchmarks.loopback_cluster import LoopbackCluster, can_isolate
+
 from search_helpers import PY, SMOKE_SPACE, artifact_paths, mlflow_runs, optuna_trials, wait_for, write
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(bool(can_isolate()), reason=str(can_isolate()))]
@@ -61,10 +62,11 @@ def _driver(args: list[str], layout, *, mlflow_uri: str, storage: str) -> list[s
 def test_worker_nodes_cannot_see_the_drivers_files(cluster, layout):
     import ray  # noqa: F401 - the probe below runs on a worker node through the real cluster
 
-    script = ("import os, ray; ray.init(address='%s', logging_level='ERROR');\n"
+    hidden = [str(p) for p in layout["hidden"][:3]]
+    script = (f"import os, ray; ray.init(address='{cluster.address}', logging_level='ERROR');\n"
               "@ray.remote(num_cpus=1)\n"
               "def look(paths): return [sorted(os.listdir(p)) if os.path.isdir(p) else None for p in paths]\n"
-              "print(ray.get(look.remote(%r)))") % (cluster.address, [str(p) for p in layout["hidden"][:3]])
+              f"print(ray.get(look.remote({hidden!r})))")
     out = subprocess.run([PY, "-c", script], env=cluster.env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[[], [], []]"  # empty tmpfs where the driver has files
@@ -150,7 +152,7 @@ def test_cluster_refusals_are_one_line_and_write_nothing(cluster, layout, mlflow
     args = ["--study", "gan", "--budget", "smoke", "--trials", "1", "--address", cluster.address,
             "--tracking-uri", mlflow_server["uri"], "--storage-path", (tmp_path / "shared").as_uri(),
             "--runs-dir", str(tmp_path / "runs")]
-    for flag, value in zip(override[::2], override[1::2]):
+    for flag, value in zip(override[::2], override[1::2], strict=True):
         i = args.index(flag) if flag in args else None
         if i is None:
             args += [flag, value]

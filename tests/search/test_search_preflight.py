@@ -8,7 +8,7 @@ import json
 import pytest
 
 from search import preflight
-from search.preflight import PreflightError, Placement, check_storage_path, launchable_node_types, probe_here
+from search.preflight import Placement, PreflightError, check_storage_path, launchable_node_types, probe_here
 
 
 def test_launchable_node_types_from_the_heads_autoscaling_config(tmp_path, monkeypatch):
@@ -63,8 +63,9 @@ def test_resources_now_or_from_the_autoscaler(tmp_path, monkeypatch):
         assert check_resources(cpus_per_trial=1, gpus_per_trial=0, placement=here) is None
         note = check_resources(cpus_per_trial=1, gpus_per_trial=0.5, placement=cluster)
         assert note.startswith("the cluster has 0 GPUs and 1 CPUs now; its autoscaler can add nodes with 1 GPUs")
-        with pytest.raises(PreflightError, match=r"more GPUs than the Ray cluster at auto has \(0\), nor can its "
-                                                 r"autoscaler add a node with that many \(its node types have 1 GPUs\)"):
+        with pytest.raises(PreflightError, match=r"more GPUs than the Ray cluster at auto has \(0\), nor can "
+                                                 r"its autoscaler add a node with that many "
+                                                 r"\(its node types have 1 GPUs\)"):
             check_resources(cpus_per_trial=1, gpus_per_trial=2, placement=cluster)
         with pytest.raises(PreflightError, match=r"--gpus-per-trial 0.5 asks for more GPUs than this machine has"):
             check_resources(cpus_per_trial=1, gpus_per_trial=0.5, placement=here)  # no autoscaler here

@@ -21,8 +21,19 @@ from pathlib import Path
 import pytest
 
 from search_helpers import mlflow_runs, optuna_trials, run_cli, write
-from ui_helpers import (BIN, browser_unavailable, dashboard_study, free_port, kill_pids, launch_chromium, png_size,
-                        profile_pids, start_dashboard, start_server, stop_process_group)
+from ui_helpers import (
+    BIN,
+    browser_unavailable,
+    dashboard_study,
+    free_port,
+    kill_pids,
+    launch_chromium,
+    png_size,
+    profile_pids,
+    start_dashboard,
+    start_server,
+    stop_process_group,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser_unavailable() is not None,
                                                    reason=str(browser_unavailable()))]
@@ -200,7 +211,7 @@ def test_optuna_dashboard_reads_the_smoke_study(smoke_study, search_env):
         stop_process_group(proc)
     assert summary["directions"] == ["minimize"] and detail["objective_names"] == ["fid"]
     assert [(t["number"], t["state"]) for t in detail["trials"]] == [(0, "Complete"), (1, "Complete")]
-    for shown, t in zip(detail["trials"], trials):
+    for shown, t in zip(detail["trials"], trials, strict=True):
         assert shown["values"] == [pytest.approx(t.value)]
         assert {v["step"]: v["value"] for v in shown["intermediate_values"]} == pytest.approx(t.intermediate_values)
         assert sorted(v["step"] for v in shown["intermediate_values"]) == [25, 50, 75, 100]  # smoke: every 25 steps
