@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, Self, cast, get_args
 
 if TYPE_CHECKING:
     from .networks import NetworkConfig
@@ -47,13 +47,46 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it and the valid choices."""
 
 
-def _choice(name: str, value: Any, valid: Collection[str]) -> None:
+def check_choice(name: str, value: Any, valid: Collection[str], error: type[Exception] = ValueError) -> None:
+    """``value`` is one of ``valid``, else ``error`` naming it and the valid choices (one wording everywhere)."""
     if value not in valid:
-        raise ConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+        raise error(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, valid))}")
+
+
+def is_finite(v: Any) -> bool:
+    """A real number (not a bool), neither NaN nor infinite."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _choice(name: str, value: Any, valid: Collection[str]) -> None:
+    check_choice(name, value, valid, ConfigError)
+
+
+class FrozenConfig:
+    """What every frozen dataclass config of the project shares: ``to_dict``, ``from_dict`` (an
+    unknown key is an error listing the valid ones, never silently dropped) and ``replace``.
+    A subclass names itself in messages (``config_name``) and its error type (``config_error``)."""
+
+    config_name: ClassVar[str] = "config"
+    config_error: ClassVar[type[Exception]] = ValueError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(cast(Any, self))}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Self:
+        """Build from a mapping; unknown keys are an error listing the valid ones."""
+        return cls(**known_fields(cls, values, what=cls.config_name, error=cls.config_error))
+
+    def replace(self, **changes: Any) -> Self:
+        return self.from_dict({**self.to_dict(), **changes})
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(FrozenConfig):
+    config_name: ClassVar[str] = "config"
+    config_error: ClassVar[type[Exception]] = ConfigError
+
     # data and networks
     dataset: DatasetName = "mnist"
     architecture: ArchitectureName = "mlp"
@@ -130,16 +163,6 @@ class TrainConfig:
             san=self.loss == "san",
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping; unknown keys are an error listing the valid ones."""
-        return cls(**known_fields(cls, values, what="config", error=ConfigError))
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
 def known_fields(cls: type, values: Mapping[str, Any], *, what: str, error: type[Exception]) -> dict[str, Any]:
@@ -151,8 +174,7 @@ def known_fields(cls: type, values: Mapping[str, Any], *, what: str, error: type
     return dict(values)
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_finite = is_finite
 
 
 def cli_prog(module: str) -> str:

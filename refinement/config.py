@@ -15,13 +15,11 @@ Which fields a method reads (``RefineMethod.reads``; the others keep their defau
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
-from gan_models.config import known_fields
+from gan_models.config import FrozenConfig, check_choice, is_finite
 
 # Each choice is declared once, as the Literal type of its field; the runtime tuple is its arguments.
 # The method names, in METHODS' order (tests/refinement/test_refine_config.py asserts they are its keys)
@@ -52,12 +50,10 @@ class RefineConfigError(ValueError):
 
 
 def _choice(name: str, value: Any, valid: Collection[str]) -> None:
-    if value not in valid:
-        raise RefineConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+    check_choice(name, value, valid, RefineConfigError)
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_finite = is_finite
 
 
 def _int(v: Any) -> bool:
@@ -154,7 +150,10 @@ def get_method(name: str) -> RefineMethod:
 
 
 @dataclass(frozen=True)
-class RefineConfig:
+class RefineConfig(FrozenConfig):
+    config_name: ClassVar[str] = "refine config"
+    config_error: ClassVar[type[Exception]] = RefineConfigError
+
     method: MethodName = "latent"
     steps: int = 20  # 0 is allowed in the library: the identity (inputs returned exactly)
     lr: float = 0.01  # DOT step size epsilon
@@ -214,13 +213,3 @@ class RefineConfig:
     def embedded(self) -> bool:
         return self.variant.embedded
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> RefineConfig:
-        """Build from a mapping; unknown keys are an error listing the valid ones."""
-        return cls(**known_fields(cls, values, what="refine config", error=RefineConfigError))
-
-    def replace(self, **changes: Any) -> RefineConfig:
-        return RefineConfig.from_dict({**self.to_dict(), **changes})

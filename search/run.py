@@ -29,9 +29,12 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from gan_models.config import cli_prog  # light: the heavy modules are imported by the steps that use them
+from gan_models.config import (
+    FrozenConfig,
+    cli_prog,  # light: the heavy modules are imported by the steps that use them
+)
 
 DEFAULT_RUNS_DIR = "runs"
 SETTINGS_ATTR = "search_settings"
@@ -73,8 +76,11 @@ class SearchOptions:
 
 
 @dataclass(frozen=True)
-class StudySettings:
+class StudySettings(FrozenConfig):
     """What defines a study: stored with it at creation, reused (and checked) on --resume."""
+
+    config_name: ClassVar[str] = "stored study settings"
+    config_error: ClassVar[type[Exception]] = SearchError
 
     study: str
     budget: str = "small"
@@ -86,13 +92,7 @@ class StudySettings:
     narrowing: Mapping[str, Any] = field(default_factory=dict)  # the study file's params, as JSON
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "narrowing": dict(self.narrowing)}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> StudySettings:
-        from gan_models.config import known_fields
-
-        return cls(**known_fields(cls, values, what="stored study settings", error=SearchError))
+        return {**super().to_dict(), "narrowing": dict(self.narrowing)}  # JSON for Optuna's user attrs
 
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(StudySettings)
