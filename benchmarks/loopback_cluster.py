@@ -158,36 +158,48 @@ def stop_node(node: Node, timeout: float = 30) -> None:
         node.proc.wait(timeout)
 
 
-def start_mlflow_server(root: Path, env: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    """A real `mlflow server` on 127.0.0.1 over a SQLite store, proxying artifacts kept under ``root``."""
+def start_http_server(argv: list[str], *, ready_url: str, log: Path, env: dict[str, str], cwd: Path,
+                      timeout: float = 180) -> subprocess.Popen:
+    """Start a server in its own process group and wait until ``ready_url`` answers 200; on failure it
+    is stopped and the error carries the tail of ``log``."""
     import requests
 
-    port = free_port()
-    log = (root / "mlflow-server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if requests.get(uri + "/health", timeout=2).status_code == 200:
-                return proc, uri
+            if requests.get(ready_url, timeout=2).status_code == 200:
+                return proc
         except requests.RequestException:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             stop_process_group(proc)
-            raise RuntimeError(f"mlflow server did not start: {(root / 'mlflow-server.log').read_text()[-2000:]}")
-        time.sleep(1)
+            raise RuntimeError(f"{Path(argv[0]).name} {' '.join(argv[1:3])} did not start (exit {proc.returncode}): "
+                               f"{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
+
+
+def start_mlflow_server(root: Path, env: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` on 127.0.0.1 over a SQLite store, proxying artifacts kept under ``root``."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    proc = start_http_server(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        ready_url=uri + "/health", log=root / "mlflow-server.log", env=env, cwd=root, timeout=timeout)
+    return proc, uri
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
-    """Stop a process started in its own session, and its children."""
+    """Stop a process started in its own session, and its children (its group)."""
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:

@@ -296,12 +296,6 @@ class Evaluator:
             stats.features, stats.radii = stats.features.to(self.device), stats.radii.to(self.device)
         return self
 
-    @property
-    def prepared(self) -> bool:
-        """True when scoring needs no disk and no data: every real statistic is in memory."""
-        return (all(s in self._real for s in self.spaces)
-                and ("class" not in self.metrics or self._real_hist is not None))
-
     def score_features(self, features: dict[str, Tensor], logits: Tensor | None, *,
                        metrics: str | Iterable[str] | None = None) -> dict[str, float | int | str]:
         """The metrics from already extracted generated features (as ``extract`` returns them)."""

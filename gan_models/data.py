@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .paths import missing_folders, remove_empty_folders
+
 if TYPE_CHECKING:  # torch and torchvision are imported where used, so the names here load without them
     import torch
     from torch import Tensor
@@ -115,11 +117,14 @@ def load_images(
     if not all((root / raw_dir / f).is_file() for f in files):
         if not download:
             raise DataNotFoundError(_missing_message(name, root / raw_dir, files))
+        created = missing_folders(root / raw_dir)
         try:
             cls(str(root), train=True, download=True)
         except Exception as exc:  # offline: URLError, socket errors, checksum failures
+            remove_empty_folders(created)  # a failed download leaves no empty folders behind
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataNotFoundError(
-                _missing_message(name, root / raw_dir, files) + f" (download failed: {exc})"
+                _missing_message(name, root / raw_dir, files) + f" (the download failed: {reason})"
             ) from None
     try:
         ds = cls(str(root), train=(split == "train"), download=False)

@@ -43,9 +43,6 @@ class TrialInputs:
     evaluator: Evaluator  # prepared: scoring needs neither data nor disk
     embedders: dict[str, nn.Module]  # feature space name -> E, for the embedded DOT methods
 
-    def nbytes(self) -> int:
-        return self.train_images.numel() * self.train_images.element_size()
-
 
 @dataclass(frozen=True)
 class TrialPayload:
@@ -53,18 +50,6 @@ class TrialPayload:
 
     context: TrialContext
     inputs: TrialInputs
-
-    @property
-    def train_images(self) -> Tensor:
-        return self.inputs.train_images
-
-    @property
-    def evaluator(self) -> Evaluator:
-        return self.inputs.evaluator
-
-    @property
-    def embedders(self) -> dict[str, nn.Module]:
-        return self.inputs.embedders
 
 
 def embeddings_of(study) -> tuple[str, ...]:

@@ -20,6 +20,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from gan_models.paths import missing_folders, remove_empty_folders
+
 SHARED_STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs", "abfs", "abfss")
 PROBE_TIMEOUT_S = 120.0
 
@@ -176,17 +178,14 @@ def probe_here(storage_path: str, tracking_uri: str) -> str | None:
     import pyarrow.fs as pafs
 
     marker_name = f".preflight-{uuid.uuid4().hex}"
-    created: list[str] = []  # folders this probe makes on a local filesystem, removed again after it
+    created: list[Path] = []  # folders this probe makes on a local filesystem, removed again after it
     try:
         if "://" in storage_path:
             fs, root = pafs.FileSystem.from_uri(storage_path)
         else:
             fs, root = pafs.LocalFileSystem(), str(Path(storage_path).resolve())
         if isinstance(fs, pafs.LocalFileSystem):
-            p = Path(root)
-            while not p.exists() and p != p.parent:
-                created.append(str(p))
-                p = p.parent
+            created = missing_folders(root)
         fs.create_dir(root, recursive=True)
         marker = f"{root.rstrip('/')}/{marker_name}"
         with fs.open_output_stream(marker) as f:
@@ -200,11 +199,7 @@ def probe_here(storage_path: str, tracking_uri: str) -> str | None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"checkpoint storage {storage_path} is not writable: {first}"
     finally:
-        for folder in created:  # innermost first; Ray makes them again when the study runs
-            try:
-                os.rmdir(folder)
-            except OSError:
-                break
+        remove_empty_folders(created)  # Ray makes them again when the study runs
     if urllib.parse.urlparse(tracking_uri).scheme in ("http", "https"):
         import requests
 

@@ -348,17 +348,9 @@ def _read_enqueue_file(path: str, study_def) -> list[dict[str, Any]]:
 # --- 3. what every trial receives ----------------------------------------------------------------------
 
 
-def _missing_ancestors(path: Path) -> list[Path]:
-    out, p = [], path.resolve()
-    while not p.exists() and p != p.parent:
-        out.append(p)
-        p = p.parent
-    return out
-
-
 def load_inputs(opts: SearchOptions, plan: StudyPlan):
     """Data, evaluator and embedders, read once on the driver for every trial (the data downloaded
-    when absent, unless --no-download). Folders a failed download created are removed again."""
+    when absent, unless --no-download; a failed download takes back the folders it made)."""
     from evaluation.classifier import WeightsError
     from gan_models import DataNotFoundError
     from gan_models.data import resolve_data_root
@@ -366,30 +358,15 @@ def load_inputs(opts: SearchOptions, plan: StudyPlan):
     from .payload import build_inputs
 
     root = resolve_data_root(opts.data_root)
-    created = _missing_ancestors(root)
     try:
         return build_inputs(dataset=plan.settings.dataset, study=plan.study_def, budget=plan.budget,
                             data_root=root, download=opts.download)
     except (DataNotFoundError, WeightsError, ValueError) as exc:
-        for folder in created:  # a failed download leaves empty folders behind: not ours to keep
-            _remove_empty_tree(folder)
         lines = str(exc).strip().splitlines()
         message = lines[0] if lines else type(exc).__name__
-        if isinstance(exc, DataNotFoundError) and opts.download and "download failed" in message:
-            message = message.split(" (download failed")[0] + " (the download failed: no network?)"
-        elif isinstance(exc, DataNotFoundError) and not opts.download:
+        if isinstance(exc, DataNotFoundError) and not opts.download:
             message += " (--no-download)"
         raise SearchError(message) from None
-
-
-def _remove_empty_tree(folder: Path) -> None:
-    if not folder.is_dir():
-        return
-    for sub in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if sub.is_dir() and not any(sub.iterdir()):
-            sub.rmdir()
-    if not any(folder.iterdir()):
-        folder.rmdir()
 
 
 # --- 4. Ray, resources, and the stores seen from the workers ------------------------------------------------

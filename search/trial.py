@@ -169,7 +169,7 @@ def _train_and_score(payload: TrialPayload, budget: Budget, train_cfg, refine_cf
     ctx = payload.context
     device = _device(ctx)
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
-    evaluator = payload.evaluator.to(device)  # one evaluator: the intermediate FID and the final scores
+    evaluator = payload.inputs.evaluator.to(device)  # one evaluator: the intermediate FID and the final scores
     workdir = Path(tempfile.mkdtemp(prefix=f"trial-{trial_number:04d}-"))
     try:
         ckpt_path = workdir / CHECKPOINT_FILE
@@ -200,7 +200,7 @@ def _train_and_score(payload: TrialPayload, budget: Budget, train_cfg, refine_cf
                                         loss_d=_mean([h["loss_d"][i] for i in new]),
                                         loss_g=_mean([h["loss_g"][i] for i in new])), report_dir)
 
-        result = train_gan(train_cfg, images_u8=payload.train_images, checkpoint_path=ckpt_path,
+        result = train_gan(train_cfg, images_u8=payload.inputs.train_images, checkpoint_path=ckpt_path,
                            resume=resumed_from > 0, callback=on_eval, callback_every=budget.eval_every,
                            progress=False, device=device)
         trainer = result.trainer
@@ -223,7 +223,7 @@ def _score_final(payload: TrialPayload, budget: Budget, trainer, refine_cfg, run
                  device: str) -> tuple[dict[str, float], str, str]:
     """Final scores at the budget's sample size: the trajectory's last row after refinement (the
     objective), its step-0 row as ``*_before``; a study without refinement scores G's samples."""
-    ctx, evaluator = payload.context, payload.evaluator
+    ctx, evaluator = payload.context, payload.inputs.evaluator
     G, D = trainer.G.eval(), trainer.D.eval()
     if refine_cfg is None:
         scores = evaluator.score(trainer.sample(budget.n_final, seed=ctx.seed))
@@ -233,7 +233,7 @@ def _score_final(payload: TrialPayload, budget: Budget, trainer, refine_cfg, run
     else:
         from refinement import refine, save_result
 
-        embedder = payload.embedders.get(refine_cfg.embedding) if refine_cfg.embedded else None
+        embedder = payload.inputs.embedders.get(refine_cfg.embedding) if refine_cfg.embedded else None
         if embedder is not None:
             embedder = embedder.to(device)
         result = refine(G, D, refine_cfg, latent_dim=trainer.config.latent_dim,
@@ -259,7 +259,7 @@ def _score_final(payload: TrialPayload, budget: Budget, trainer, refine_cfg, run
 
 def _real_sample(payload: TrialPayload, n: int, seed: int) -> torch.Tensor:
     """n training images, float [n, 1, 28, 28] in [-1, 1]: the real ends of K_eff's interpolates."""
-    images = payload.train_images
+    images = payload.inputs.train_images
     idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     return to_float(images[idx])
 

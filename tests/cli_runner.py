@@ -3,6 +3,8 @@ table-driven bad-input tests (a subprocess per case costs seconds of imports).""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -33,3 +35,24 @@ def run_in_process(main: Callable, argv: list[str], capfd) -> tuple[int, str, st
     if isinstance(code, str):  # SystemExit("error: ..."): the interpreter prints it and exits 1
         err, code = err + code + "\n", 1
     return 0 if code is None else code, out, err
+
+
+def run_bad_input(module: str, main: Callable, argv: list[str], folder: Path, expected: str, *, in_subprocess: bool,
+                  monkeypatch, capfd) -> None:
+    """The bad-input contract, run in ``folder``: a non-zero exit, nothing on stdout, exactly one stderr
+    line, ``error: ...`` containing ``expected``, and the folder's tree as it was. ``in_subprocess``
+    runs ``python -m module`` for real (one case per CLI proves the console end to end); otherwise its
+    ``main`` runs in this process."""
+    before = tree(folder)
+    if in_subprocess:
+        proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=folder, capture_output=True, text=True,
+                              timeout=300)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        monkeypatch.chdir(folder)
+        code, out, err = run_in_process(main, argv, capfd)
+    lines = err.splitlines()
+    assert code != 0 and out == ""
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expected in lines[0]
+    assert tree(folder) == before  # no output folder, no config, no temp files

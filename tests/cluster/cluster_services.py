@@ -31,6 +31,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.loopback_cluster import free_port, start_http_server, stop_process_group
+
 PY = sys.executable
 PG_BIN = Path(os.environ.get("GAN_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # Credentials that moto accepts and no real account has; never read from the user's AWS config.
@@ -59,12 +61,6 @@ class ServiceError(RuntimeError):
     """A server did not start; the message carries the end of its log."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for_port(port: int, *, proc: subprocess.Popen | None, timeout: float, log: Path, what: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -77,21 +73,6 @@ def wait_for_port(port: int, *, proc: subprocess.Popen | None, timeout: float, l
             tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
             raise ServiceError(f"{what} did not open 127.0.0.1:{port}: {tail}")
         time.sleep(0.3)
-
-
-def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
-    """Stop a process started here with ``start_new_session=True``, and its children (its group)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout)
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------------
@@ -337,33 +318,18 @@ def start_mlflow_server(pg: Postgres, s3: MotoS3, *, database: str = "mlflow", b
                         prefix: str = "mlflow", timeout: float = 240) -> MlflowServer:
     """``mlflow server`` on 127.0.0.1 with its backend in PostgreSQL database ``database`` and its
     artifacts proxied to ``s3://bucket/prefix`` in moto."""
-    import requests
-
     pg.create_database(database)
     s3.create_bucket(bucket)
     root = Path(tempfile.mkdtemp(prefix="gan-mlflow-"))
     port = free_port()
     env = {**os.environ, **mlflow_server_env(pg, s3, database=database, artifacts=f"s3://{bucket}/{prefix}")}
-    log = root / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([PY, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                                 "--workers", "1"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
-    server = MlflowServer(uri=f"http://127.0.0.1:{port}", proc=proc, root=root,
-                          backend_store_uri=env["MLFLOW_BACKEND_STORE_URI"],
-                          artifacts_destination=env["MLFLOW_ARTIFACTS_DESTINATION"])
-    deadline = time.monotonic() + timeout
+    uri = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                if requests.get(server.uri + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ServiceError(f"mlflow server did not start: {log.read_text(errors='replace')[-3000:]}")
-            time.sleep(1)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+        proc = start_http_server([PY, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                                  "--workers", "1"], ready_url=uri + "/health", log=root / "server.log", env=env,
+                                 cwd=root, timeout=timeout)
+    except RuntimeError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        raise ServiceError(str(exc)) from None
+    return MlflowServer(uri=uri, proc=proc, root=root, backend_store_uri=env["MLFLOW_BACKEND_STORE_URI"],
+                        artifacts_destination=env["MLFLOW_ARTIFACTS_DESTINATION"])

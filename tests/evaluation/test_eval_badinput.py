@@ -7,8 +7,6 @@ The cases run each CLI's real ``main(argv)`` in this process and end it as the i
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from evaluation.score import main as score_main
 from evaluation.train_classifier import main as train_classifier_main
 from gan_models import TrainConfig, Trainer
 
-from cli_runner import run_in_process, tree
+from cli_runner import run_bad_input
 from test_eval_datasets import write_idx_dataset
 
 NO_CUDA = not torch.cuda.is_available()
@@ -44,19 +42,8 @@ def _run_bad(module: str, main: Callable, case: str, argv: list[str], folder: Pa
     (folder / "FILE").write_text("not a checkpoint, not a folder\n")
     (folder / "RANDOM").write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
                                                   dtype=torch.uint8).numpy().tobytes())
-    before = tree(folder)
-    if case == SUBPROCESS_CASES[module]:
-        proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=folder, capture_output=True, text=True,
-                              timeout=300)
-        code, out, err = proc.returncode, proc.stdout, proc.stderr
-    else:
-        monkeypatch.chdir(folder)
-        code, out, err = run_in_process(main, argv, capfd)
-    lines = err.splitlines()
-    assert code != 0 and out == ""
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert expected in lines[0]
-    assert tree(folder) == before
+    run_bad_input(module, main, argv, folder, expected, in_subprocess=case == SUBPROCESS_CASES[module],
+                  monkeypatch=monkeypatch, capfd=capfd)
 
 
 # (id, arguments, text the error line must contain); CKPT is a real checkpoint. "--cache-dir CACHE"

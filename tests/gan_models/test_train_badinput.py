@@ -7,15 +7,12 @@ The cases run the CLI's real ``main(argv)`` in this process and end it as the in
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from gan_models.train import main
 
-from cli_runner import run_in_process, tree
+from cli_runner import run_bad_input
 
 NO_CUDA = not torch.cuda.is_available()
 SUBPROCESS_CASE = "device-unknown"
@@ -50,16 +47,5 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, args, expected, tmp_path
     argv = [*args, "--data-root", str(data_root), "--no-progress"]
     argv += [] if "--out" in args else ["--out", "OUT"]
     argv += [] if "--steps" in args else ["--steps", "2"]
-    before = tree(tmp_path)
-    if case == SUBPROCESS_CASE:
-        proc = subprocess.run([sys.executable, "-m", "gan_models.train", *argv], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300)
-        code, out, err = proc.returncode, proc.stdout, proc.stderr
-    else:
-        monkeypatch.chdir(tmp_path)
-        code, out, err = run_in_process(main, argv, capfd)
-    lines = err.splitlines()
-    assert code != 0 and out == ""
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert expected in lines[0]
-    assert tree(tmp_path) == before  # no OUT, no config.json, no temp files
+    run_bad_input("gan_models.train", main, argv, tmp_path, expected, in_subprocess=case == SUBPROCESS_CASE,
+                  monkeypatch=monkeypatch, capfd=capfd)

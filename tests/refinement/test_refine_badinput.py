@@ -7,8 +7,6 @@ The cases run the CLI's real ``main(argv)`` in this process and end it as the in
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import torch
 from gan_models import TrainConfig, Trainer
 from refinement.run import main
 
-from cli_runner import run_in_process, tree
+from cli_runner import run_bad_input
 
 NO_CUDA = not torch.cuda.is_available()
 UNWRITABLE = "/proc/gan-refine-search-test/dir"
@@ -84,16 +82,5 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, args, expected, tmp_path
     argv += [] if "--cache-dir" in args or "--no-score" in args else ["--cache-dir", "CACHE"]
     argv += [] if "--no-score" in args else ["--data-root", str(data_root)]
     argv += [] if "--n" in args else ["--n", "20"]
-    before = tree(tmp_path)
-    if case == SUBPROCESS_CASE:
-        proc = subprocess.run([sys.executable, "-m", "refinement.run", *argv], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300)
-        code, out, err = proc.returncode, proc.stdout, proc.stderr
-    else:
-        monkeypatch.chdir(tmp_path)
-        code, out, err = run_in_process(main, argv, capfd)
-    lines = err.splitlines()
-    assert code != 0 and out == ""
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert expected in lines[0]
-    assert tree(tmp_path) == before
+    run_bad_input("refinement.run", main, argv, tmp_path, expected, in_subprocess=case == SUBPROCESS_CASE,
+                  monkeypatch=monkeypatch, capfd=capfd)

@@ -18,13 +18,14 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from benchmarks.loopback_cluster import stop_process_group
 from search.bridge import OptunaPruningScheduler, OptunaSearcher, StudyLink
 from search.messages import FinalReport, TrainReport
 from search.preflight import Placement
 from search.run import SearchOptions, open_stores, plan_study, report, resolve_stores
 from search.tracking import TrialRun
 
-from ui_helpers import dashboard_study, start_dashboard, stop_process_group
+from ui_helpers import dashboard_study, start_dashboard
 
 NAME = "dash"
 # (intermediate FID per step, final metrics or None): the middle curve is worse than the first

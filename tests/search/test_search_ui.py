@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.loopback_cluster import stop_process_group
+
 from search_helpers import mlflow_runs, optuna_trials, run_cli, write
 from ui_helpers import (
     BIN,
@@ -32,7 +34,6 @@ from ui_helpers import (
     profile_pids,
     start_dashboard,
     start_server,
-    stop_process_group,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser_unavailable() is not None,

@@ -13,10 +13,12 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from benchmarks.loopback_cluster import free_port, stop_process_group  # stop_process_group: re-exported to the tests
+from benchmarks.loopback_cluster import (  # stop_process_group: re-exported to the tests
+    free_port,
+    start_http_server,
+)
 
 BIN = Path(sys.executable).parent  # the venv's console scripts: mlflow, optuna-dashboard
 CHROMIUM = "/usr/bin/chromium"  # Debian's package
@@ -40,22 +42,8 @@ def browser_unavailable() -> str | None:
 
 def start_server(argv: list[str], *, ready_url: str, log: Path, env: dict[str, str], cwd: Path,
                  timeout: float = 180) -> subprocess.Popen:
-    """Start a web server in its own process group and wait until ``ready_url`` answers 200."""
-    import requests
-
-    proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**env, **QUIET_ENV},
-                            cwd=cwd, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if requests.get(ready_url, timeout=2).status_code == 200:
-                return proc
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process_group(proc)
-            raise RuntimeError(f"{argv[0]} did not start (exit {proc.returncode}): {log.read_text()[-3000:]}")
-        time.sleep(0.5)
+    """A UI server started quiet (no telemetry, no GenAI job runners) once ``ready_url`` answers 200."""
+    return start_http_server(argv, ready_url=ready_url, log=log, env={**env, **QUIET_ENV}, cwd=cwd, timeout=timeout)
 
 
 def profile_pids(profile: Path) -> list[int]:
