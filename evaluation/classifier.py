@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gan_models.registry import check_choice
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # shipped with the package
 EVALUATOR_DIR_ENV = "GAN_EVALUATOR_DIR"
 DEFAULT_EVALUATOR_DIR = Path.home() / ".cache" / "gan-refine-search" / "evaluators"
@@ -98,8 +100,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def check_role(role: str) -> None:
-    if role not in ROLES:
-        raise ValueError(f"unknown classifier role {role!r}; valid choices: {', '.join(ROLES)}")
+    check_choice("classifier role", role, ROLES)
 
 
 def weights_filename(dataset: str, role: str) -> str:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from gan_models import load_images, to_float
 from gan_models.data import SPLITS, check_dataset_name
+from gan_models.registry import check_choice, check_choices
 from gan_models.trainer import check_device  # one device check for every package
 
 from .cache import cache_key, cache_path, load_entry, resolve_cache_dir, save_entry
@@ -92,10 +93,7 @@ def _space_names(features: str | Iterable[str]) -> tuple[str, ...]:
 
 def _metric_names(metrics: str | Iterable[str]) -> tuple[str, ...]:
     names = tuple(m.strip() for m in metrics.split(",")) if isinstance(metrics, str) else tuple(metrics)
-    bad = [m for m in names if m not in METRIC_GROUPS]
-    if bad or not names:
-        raise ValueError(f"unknown metric group(s) {', '.join(map(repr, bad)) or '(none)'}; "
-                         f"valid choices: {', '.join(METRIC_GROUPS)}")
+    check_choices("metric group", names, METRIC_GROUPS)
     return tuple(m for m in METRIC_GROUPS if m in names)
 
 
@@ -125,8 +123,7 @@ class Evaluator:
         evaluator_dir: str | os.PathLike | None = None,
     ):
         check_dataset_name(dataset)
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
+        check_choice("split", split, SPLITS)
         self.dataset = dataset
         self.split = split
         self.features = _space_names(features)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan_models.registry import check_choice, lookup
+
 from .classifier import NUM_CLASSES, PENULTIMATE_DIM, LeNet, WeightsError, file_sha256, load_classifier
 
 VGG16_WEIGHTS_ENV = "GAN_VGG16_WEIGHTS"
@@ -57,9 +59,7 @@ FEATURE_SPACES: dict[str, FeatureSpace] = {
 
 
 def check_feature_space(name: str) -> FeatureSpace:
-    if name not in FEATURE_SPACES:
-        raise ValueError(f"unknown feature space {name!r}; valid choices: {', '.join(FEATURE_SPACES)}")
-    return FEATURE_SPACES[name]
+    return lookup(FEATURE_SPACES, name, what="feature space")
 
 
 class ClassifierFeatures(nn.Module):
@@ -67,8 +67,7 @@ class ClassifierFeatures(nn.Module):
 
     def __init__(self, net: LeNet, output: str):
         super().__init__()
-        if output not in ("penultimate", "logits"):
-            raise ValueError(f"unknown classifier output {output!r}; valid choices: penultimate, logits")
+        check_choice("classifier output", output, ("penultimate", "logits"))
         self.net = net
         self.output = output
         self.num_features = PENULTIMATE_DIM if output == "penultimate" else NUM_CLASSES

@@ -17,7 +17,8 @@ import types
 from typing import TYPE_CHECKING, Any
 
 # light modules only: torch and the evaluator are imported where used (main() after parsing: fast --help)
-from gan_models.config import OneLineArgumentParser, cli_prog
+from gan_models.cli import OneLineArgumentParser, cli_prog
+from gan_models.registry import check_choices
 
 if TYPE_CHECKING:
     import torch
@@ -133,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluator import SCORING_SPACES, Evaluator
 
     features = _csv(args.features)
-    bad = [f for f in features if f not in SCORING_SPACES]
-    if bad or not features:
-        raise _fail(f"unknown feature space(s) {', '.join(map(repr, bad)) or '(none)'}; "
-                    f"valid choices: {', '.join(SCORING_SPACES)}")
+    try:
+        check_choices("feature space", features, SCORING_SPACES)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     metrics = _csv(args.metrics) if args.metrics is not None else list(default_metrics(features))
     for flag in ("n", "n_real", "batch_size"):
         if getattr(args, flag) <= 0:

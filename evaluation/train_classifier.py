@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # light modules only: torch and evaluation.classifier are imported where used (main() after parsing: fast --help)
-from gan_models.config import OneLineArgumentParser, cli_prog
+from gan_models.cli import OneLineArgumentParser, cli_prog
 from gan_models.data import DATASETS, DataNotFoundError
+from gan_models.registry import check_choices
 
 from .score import EVALUATOR_DIR_ENV_NAME, ROLE_NAMES
 
@@ -230,10 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     from .classifier import ROLES, WEIGHTS_DIR, file_sha256, resolve_evaluator_dir, weights_filename
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    bad = [r for r in roles if r not in ROLES]
-    if bad or not roles:
-        raise SystemExit(f"error: unknown role(s) {', '.join(map(repr, bad)) or '(none)'}; "
-                         f"valid choices: {', '.join(ROLES)}")
+    try:
+        check_choices("role", roles, ROLES)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--threads", args.threads)):
         if value <= 0:
             raise SystemExit(f"error: {flag} must be a positive integer, got {value}")

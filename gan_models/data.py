@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .paths import missing_folders, remove_empty_folders
+from .registry import check_choice, lookup
 
 if TYPE_CHECKING:  # torch and torchvision are imported where used, so the names here load without them
     import torch
@@ -83,9 +84,7 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
 
 
 def check_dataset_name(name: str) -> type[tv_datasets.MNIST]:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return lookup(DATASETS, name, what="dataset")
 
 
 def expected_files(name: str) -> tuple[Path, list[str]]:
@@ -110,8 +109,7 @@ def load_images(
     import torch
 
     cls = check_dataset_name(name)
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
+    check_choice("split", split, SPLITS)
     root = resolve_data_root(data_root)
     raw_dir, files = expected_files(name)
     if not all((root / raw_dir / f).is_file() for f in files):
@@ -174,7 +172,8 @@ class BatchSampler:
     def _new_epoch(self) -> None:
         import torch
 
-        self.perm = torch.randperm(self.images.shape[0], generator=self.generator)
+        # drawn on the CPU (the same order on every device), moved once per epoch: no copy per batch
+        self.perm = torch.randperm(self.images.shape[0], generator=self.generator).to(self.device)
         self.cursor = 0
 
     def next(self) -> Tensor:
@@ -183,12 +182,12 @@ class BatchSampler:
             self._new_epoch()
         idx = self.perm[self.cursor : self.cursor + self.batch_size]
         self.cursor += self.batch_size
-        return to_float(self.images[idx.to(self.device)])
+        return to_float(self.images[idx])
 
     def state_dict(self) -> dict:
         return {"perm": self.perm.clone(), "cursor": self.cursor, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.perm = state["perm"].clone()
+        self.perm = state["perm"].to(self.device, copy=True)
         self.cursor = int(state["cursor"])
         self.generator.set_state(state["generator"])

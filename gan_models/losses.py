@@ -17,36 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import LOSS_NEEDS, LossNeeds
 from .networks import Discriminator
+from .registry import lookup
 
 
 @dataclass(frozen=True)
 class AdversarialLoss:
-    """One loss, declared once. What it needs beyond ``d_loss`` / ``g_loss``, each with its config field:
-
-    clips_weights: after each D step every weight of D is clipped into [-c, c] (``clip_value``);
-    gradient_penalty: lambda_GP E[(||grad D(x_hat)||_2 - 1)^2] is added to the D loss (``lambda_gp``);
-    san_head: D ends in a SANHead (networks.SANHead); the base loss ``san_base``, one of ``san_bases``
-      (the first is the default), trains "fun" and the direction loss trains "dir"; ``d_loss`` is unused.
-    """
+    """One loss: its two functions, and what it needs of the trainer (its declaration in
+    gan_models.config.LOSS_NEEDS: weight clipping, a gradient penalty, a SAN head and its base losses)."""
 
     name: str
     d_loss: Callable[[Tensor, Tensor], Tensor]
     g_loss: Callable[[Tensor], Tensor]
-    clips_weights: bool = False
-    gradient_penalty: bool = False
-    san_head: bool = False
-    san_bases: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.san_head != bool(self.san_bases):
-            raise ValueError(f"loss {self.name!r}: a SAN head needs its base losses (san_bases), and only it has them")
-
-    @property
-    def options(self) -> tuple[str, ...]:
-        """The TrainConfig fields this loss reads beyond ``loss`` (the search space's conditional parameters)."""
-        needs = (("lambda_gp", self.gradient_penalty), ("clip_value", self.clips_weights), ("san_base", self.san_head))
-        return tuple(name for name, needed in needs if needed)
+    needs: LossNeeds = LossNeeds()
 
 
 # bce (non-saturating): L_D = softplus(-D(x)) + softplus(D(G(z))),  L_G = softplus(-D(G(z)))
@@ -72,36 +56,28 @@ def hinge_d(d_real: Tensor, d_fake: Tensor) -> Tensor:
     return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
 
 
-LOSSES: dict[str, AdversarialLoss] = {
-    loss.name: loss
-    for loss in (
-        AdversarialLoss("bce", bce_d, bce_g),
-        AdversarialLoss("wgan", wasserstein_d, wasserstein_g, clips_weights=True),
-        AdversarialLoss("wgan-gp", wasserstein_d, wasserstein_g, gradient_penalty=True),
-        AdversarialLoss("hinge", hinge_d, wasserstein_g),
-        # SAN: the base loss (``san_base``) trains "fun"; the direction term trains "dir"; G as WGAN.
-        AdversarialLoss("san", hinge_d, wasserstein_g, san_head=True, san_bases=("hinge", "bce")),
-    )
+# loss name -> (d_loss, g_loss); what each needs of the trainer is declared once in LOSS_NEEDS
+_FUNCTIONS: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
+    "bce": (bce_d, bce_g),
+    "wgan": (wasserstein_d, wasserstein_g),
+    "wgan-gp": (wasserstein_d, wasserstein_g),
+    "hinge": (hinge_d, wasserstein_g),
+    # SAN: the base loss (``san_base``) trains "fun"; the direction term trains "dir"; G as WGAN. Its own
+    # d_loss is the default base's, used only where a SAN head's split is not available.
+    "san": (hinge_d, wasserstein_g),
 }
+if set(_FUNCTIONS) != set(LOSS_NEEDS):  # checked once, at import: one entry per declared loss
+    raise ValueError(f"losses with functions {sorted(_FUNCTIONS)} differ from those declared {sorted(LOSS_NEEDS)}")
+
+LOSSES: dict[str, AdversarialLoss] = {
+    name: AdversarialLoss(name, *_FUNCTIONS[name], needs=needs) for name, needs in LOSS_NEEDS.items()
+}
+# the losses that can train SAN's "fun" term, in their declared order (the first is the default)
+SAN_BASES: tuple[str, ...] = tuple(dict.fromkeys(b for loss in LOSSES.values() for b in loss.needs.san_bases))
 
 
 def get_loss(name: str) -> AdversarialLoss:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid choices: {', '.join(LOSSES)}")
-    return LOSSES[name]
-
-
-def _check_registry() -> tuple[str, ...]:
-    """Checked once, at import: a SAN base is a registered loss that needs nothing of the trainer itself."""
-    bases = tuple(dict.fromkeys(b for loss in LOSSES.values() for b in loss.san_bases))
-    for base in bases:
-        if get_loss(base).options:
-            raise ValueError(f"SAN base loss {base!r} must need no clipping, gradient penalty or SAN head itself")
-    return bases
-
-
-# the losses that can train SAN's "fun" term, in their declared order (the first is the default)
-SAN_BASES = _check_registry()
+    return lookup(LOSSES, name, what="loss")
 
 
 def san_direction_loss(dir_real: Tensor, dir_fake: Tensor) -> Tensor:
@@ -147,17 +123,18 @@ def discriminator_objective(
     n = x_real.shape[0]
     both = torch.cat([x_real, x_fake.detach()])
     parts: dict[str, Tensor] = {}
-    if spec.san_head:
+    if spec.needs.san_head:
         # L_D = L_base(fun(x), fun(G(z))) + L_dir,  fun = <h, omega.detach()>,  dir = <h.detach(), omega>
         fun, dir_ = D.san_split(both)
-        base = get_loss(san_base if san_base is not None else spec.san_bases[0])
+        base = get_loss(san_base if san_base is not None else spec.needs.san_bases[0])
+        fun, dir_ = fun.float(), dir_.float()
         parts["fun"] = base.d_loss(fun[:n], fun[n:])
         parts["dir"] = san_direction_loss(dir_[:n], dir_[n:])
         total = parts["fun"] + parts["dir"]
     else:
-        out = D(both)
+        out = D(both).float()  # the loss in float32, also under bf16 autocast
         total = spec.d_loss(out[:n], out[n:])
-    if spec.gradient_penalty:
+    if spec.needs.gradient_penalty:
         # L_D += lambda_GP E[(||grad D(x_hat)||_2 - 1)^2]
         if lambda_gp is None or gp_eps is None:
             raise ValueError(f"{loss} needs lambda_gp and gp_eps")
@@ -167,4 +144,4 @@ def discriminator_objective(
 
 
 def generator_objective(D: nn.Module, x_fake: Tensor, *, loss: str) -> Tensor:
-    return get_loss(loss).g_loss(D(x_fake))
+    return get_loss(loss).g_loss(D(x_fake).float())

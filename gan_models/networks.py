@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-LATENT_PRIORS = ("normal", "uniform")
+from .registry import lookup
 
 
 @dataclass(frozen=True)
@@ -174,27 +174,28 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type[Discriminator]]] = {
 }
 
 
-def check_architecture(name: str) -> None:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; valid choices: {', '.join(ARCHITECTURES)}")
-
-
 def build_generator(cfg: NetworkConfig) -> nn.Module:
-    check_architecture(cfg.architecture)
-    return ARCHITECTURES[cfg.architecture][0](cfg)
+    return lookup(ARCHITECTURES, cfg.architecture, what="architecture")[0](cfg)
 
 
 def build_discriminator(cfg: NetworkConfig) -> Discriminator:
-    check_architecture(cfg.architecture)
-    return ARCHITECTURES[cfg.architecture][1](cfg)
+    return lookup(ARCHITECTURES, cfg.architecture, what="architecture")[1](cfg)
+
+
+# z ~ p_0: name -> draw(n, latent_dim, generator, device) -> [n, latent_dim]
+LATENT_PRIORS: dict[str, Callable[[int, int, torch.Generator | None, torch.device], Tensor]] = {
+    "normal": lambda n, d, gen, dev: torch.randn(n, d, generator=gen, device=dev),  # N(0, I)
+    "uniform": lambda n, d, gen, dev: torch.rand(n, d, generator=gen, device=dev) * 2 - 1,  # U[-1, 1]^d
+}
 
 
 def sample_latent(n: int, latent_dim: int, prior: str, *, generator: torch.Generator | None = None,
                   device: torch.device | str = "cpu") -> Tensor:
-    """z ~ N(0, I) or U[-1, 1]^d, shape [n, latent_dim]."""
-    if prior == "normal":
-        return torch.randn(n, latent_dim, generator=generator).to(device)
-    if prior == "uniform":
-        return (torch.rand(n, latent_dim, generator=generator) * 2 - 1).to(device)
-    raise ValueError(f"unknown latent prior {prior!r}; valid choices: {', '.join(LATENT_PRIORS)}")
+    """z ~ N(0, I) or U[-1, 1]^d, shape [n, latent_dim], on ``device``.
+
+    Drawn where ``generator`` lives (a CPU generator gives the same z on every device; one on the GPU
+    draws there, with no copy), then moved to ``device``."""
+    draw = lookup(LATENT_PRIORS, prior, what="latent prior")
+    where = generator.device if generator is not None else torch.device(device)
+    return draw(n, latent_dim, generator, where).to(device)
 

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import IO
 
+from .registry import check_choice
+
 
 def _clock(seconds: float) -> str:
     if not math.isfinite(seconds):
@@ -30,8 +32,7 @@ class StepProgress:
     def __init__(self, total: int, *, initial: int = 0, mode: str = "auto", every: int = 0, label: str = "step",
                  images_per_step: int = 0, stream: IO[str] | None = None,
                  clock: Callable[[], float] = time.perf_counter):
-        if mode not in ("auto", "bar", "lines", "off"):
-            raise ValueError(f"unknown progress mode {mode!r}; valid choices: auto, bar, lines, off")
+        check_choice("progress mode", mode, ("auto", "bar", "lines", "off"))
         self.stream = sys.stderr if stream is None else stream
         if mode == "auto":
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "lines"
@@ -46,15 +47,21 @@ class StepProgress:
 
             self._bar = tqdm(total=total, initial=initial, unit=label, dynamic_ncols=True, file=self.stream)
 
+    def due(self, step: int) -> bool:
+        """Whether ``update(step)`` shows values (a line, or the bar's postfix): a caller whose values cost
+        something (a GPU sync) computes them only then."""
+        return self.mode != "off" and ((step - self.initial) % self.every == 0 or step == self.total)
+
     def update(self, step: int, **values: float) -> None:
         if self.mode == "off":
             return
         shown = " ".join(f"{k} {v:.4g}" for k, v in values.items())
         if self._bar is not None:
             self._bar.update(step - self._bar.n)
-            self._bar.set_postfix_str(shown, refresh=False)
+            if shown:
+                self._bar.set_postfix_str(shown, refresh=False)
             return
-        if (step - self.initial) % self.every and step != self.total:
+        if not self.due(step):
             return
         print(self.line(step, shown), file=self.stream, flush=True)
 

@@ -11,38 +11,23 @@ dataset, a batch larger than the dataset) ends in one ``error:`` line before any
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 # light modules only: torch and the heavy ones are imported by main() once the flags parse (fast --help)
-from .config import FIELD_CHOICES, ConfigError, OneLineArgumentParser, TrainConfig, cli_prog
+from .cli import OneLineArgumentParser, add_config_flags, cli_prog, config_from_flags, error_line
+from .config import FIELD_CHOICES, ConfigError, TrainConfig
 from .data import DATA_ROOT_ENV, DataNotFoundError
-
-_ARG_TYPES = {"int": int, "float": float, "str": str}
 
 
 class _BadInput(Exception):
     """A CLI-level bad input (a flag combination no config sees); its message is the error line."""
 
 
-def _arg_type(annotation: object) -> type:
-    """'float | None' -> float: the config module's annotations are strings (PEP 563)."""
-    return _ARG_TYPES[str(annotation).split("|")[0].strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(prog=cli_prog("gan_models.train"), description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if str(f.type) == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
-        else:  # choices are shown, and validated (with the same list in the message) by TrainConfig
-            extra = f"; one of {', '.join(FIELD_CHOICES[f.name])}" if f.name in FIELD_CHOICES else ""
-            arg_type = str if f.name in FIELD_CHOICES else _arg_type(f.type)  # a choice's type is a Literal
-            p.add_argument(flag, type=arg_type, default=None, metavar=f.name.upper(),
-                           help=f"default {f.default}{extra}")
+    add_config_flags(p, TrainConfig, FIELD_CHOICES)  # choices shown; TrainConfig validates them
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--data-root", default=None, help=f"folder with MNIST/raw etc. (default ${DATA_ROOT_ENV})")
     p.add_argument("--download", action="store_true", help="download the dataset if absent (needs network)")
@@ -55,11 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    return TrainConfig.from_dict({n: getattr(args, n) for n in names if getattr(args, n) is not None})
-
-
 def _check_resume(out: Path, ckpt: Path, resume: bool, config: TrainConfig) -> None:
     """An existing checkpoint is continued only with --resume, and --resume needs one with this config."""
     if ckpt.exists() and not resume:
@@ -67,19 +47,14 @@ def _check_resume(out: Path, ckpt: Path, resume: bool, config: TrainConfig) -> N
     if not resume:
         return
     from .checkpoint import load_checkpoint
+    from .trainer import config_changes
 
     if not ckpt.is_file():
         raise _BadInput(f"--resume: no checkpoint in {out} (expected {ckpt.name}); "
                         f"drop --resume to start a new run there, or point --out at the run to continue")
-    saved, wanted = load_checkpoint(ckpt)["config"], config.to_dict()
-    changed = sorted(k for k in saved if k != "steps" and saved[k] != wanted.get(k))
+    changed = config_changes(load_checkpoint(ckpt)["config"], config.to_dict())
     if changed:
         raise _BadInput(f"--resume with a different config than {ckpt} (differs in: {', '.join(changed)})")
-
-
-def _error_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"error: {text.splitlines()[0] if text else type(exc).__name__}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     ckpt = out / "checkpoint.pt"
     try:  # every check comes first, and nothing is written until all pass
-        config = config_from_args(args)
+        config = config_from_flags(args, TrainConfig)
         if args.progress_every < 0:
             raise _BadInput(f"--progress-every must be >= 0 steps (0: about 20 lines a run), got {args.progress_every}")
         if args.checkpoint_every <= 0:
@@ -111,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             raise _BadInput(f"--out {out} cannot be written: {exc.strerror or exc}") from None
     except (_BadInput, ConfigError, OutputDirError, DataNotFoundError, CheckpointError, ValueError) as exc:
-        raise SystemExit(_error_line(exc)) from None
+        raise SystemExit(error_line(exc)) from None
     try:
         result = train_gan(config, images_u8=images, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
                            resume=args.resume, progress=not args.no_progress,
                            progress_every=args.progress_every, device=device)
     except (CheckpointError, DivergenceError) as exc:
-        raise SystemExit(_error_line(exc)) from None
+        raise SystemExit(error_line(exc)) from None
     save_grid(result.trainer.sample(64, seed=0), out / "samples.png")
     save_loss_curve(result.history, out / "loss_curve.png")
     print(f"trained {result.trainer.step} steps -> {ckpt}, {out / 'samples.png'}, {out / 'loss_curve.png'}")

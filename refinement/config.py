@@ -19,7 +19,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
-from gan_models.config import FrozenConfig, check_choice, is_finite
+from gan_models.config import PRECISION_NAMES, FrozenConfig, PrecisionName, is_finite
+from gan_models.registry import check_choice, lookup
 
 # Each choice is declared once, as the Literal type of its field; the runtime tuple is its arguments.
 # The method names, in METHODS' order (tests/refinement/test_refine_config.py asserts they are its keys)
@@ -52,8 +53,6 @@ class RefineConfigError(ValueError):
 def _choice(name: str, value: Any, valid: Collection[str]) -> None:
     check_choice(name, value, valid, RefineConfigError)
 
-
-_finite = is_finite
 
 
 def _int(v: Any) -> bool:
@@ -145,8 +144,7 @@ METHODS: dict[str, RefineMethod] = _methods(
 
 def get_method(name: str) -> RefineMethod:
     """The declaration of method ``name``; an unknown name raises RefineConfigError listing the valid ones."""
-    _choice("method", name, METHODS)
-    return METHODS[name]
+    return lookup(METHODS, name, what="method", error=RefineConfigError)
 
 
 @dataclass(frozen=True)
@@ -168,6 +166,7 @@ class RefineConfig(FrozenConfig):
     embedding: str = "classifier-alt"  # feature space E of the embedded methods; never the scoring one
     ddls_step_size: float = 0.01  # Langevin epsilon
     ddls_noise_scale: float = 1.0  # multiplies sqrt(epsilon) * n; 0 gives plain gradient descent on E(z)
+    precision: PrecisionName = "fp32"  # of D and G's forward passes (gan_models.precision); every method
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -175,6 +174,7 @@ class RefineConfig(FrozenConfig):
         _choice("norm", self.norm, NORMS)
         _choice("k_eff", self.k_eff, K_EFF_CHOICES)
         _choice("projection", self.projection, PROJECTIONS)
+        _choice("precision", self.precision, PRECISION_NAMES)
         if not _int(self.steps) or self.steps < 0:
             raise RefineConfigError(f"steps must be an integer >= 0, got {self.steps!r}")
         for name in ("k_eff_pairs", "k_eff_repeats"):
@@ -183,11 +183,11 @@ class RefineConfig(FrozenConfig):
                 raise RefineConfigError(f"{name} must be a positive integer, got {v!r}")
         for name in ("lr", "ddls_step_size"):
             v = getattr(self, name)
-            if not _finite(v) or v <= 0:
+            if not is_finite(v) or v <= 0:
                 raise RefineConfigError(f"{name} must be a positive number, got {v!r}")
         for name in ("delta", "ddls_noise_scale"):
             v = getattr(self, name)
-            if not _finite(v) or v < 0:
+            if not is_finite(v) or v < 0:
                 raise RefineConfigError(f"{name} must be a number >= 0, got {v!r}")
         if not isinstance(self.clip_images, bool):
             raise RefineConfigError(f"clip_images must be a bool, got {self.clip_images!r}")

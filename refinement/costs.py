@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from gan_models.registry import lookup
+
 from .config import METHODS
 
 # name -> c(v) for v [B, P] (one flattened difference per sample) -> [B]
@@ -27,9 +29,7 @@ NORMS: dict[str, Callable[[Tensor], Tensor]] = {
 
 def transport_cost(a: Tensor, b: Tensor, *, norm: str, delta: float) -> Tensor:
     """c(a - b + delta) per sample: a, b [B, ...] (same shape) -> [B]."""
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; valid choices: {', '.join(NORMS)}")
-    return NORMS[norm]((a - b).flatten(1) + delta)
+    return lookup(NORMS, norm, what="norm")((a - b).flatten(1) + delta)
 
 
 # DOT method -> the space its transport cost lives in (a view of the declarations in METHODS)
@@ -76,7 +76,7 @@ class CostPosition:
 
 def cost_position(method: str, generator: nn.Module, embedder: nn.Module | None) -> CostPosition:
     """The map z [B, d] -> the point of G(z) in the space where ``method`` measures its cost."""
-    space = METHODS[method].cost_space if method in METHODS else None
+    space = lookup(METHODS, method, what="method").cost_space
     if space is None:
         raise ValueError(f"method {method!r} has no transport cost; valid choices: {', '.join(COST_SPACES)}")
     if space == "embedding" and embedder is None:

@@ -9,21 +9,26 @@ energy is -d(G(z)) and z is clipped back into the cube after each step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
+
+from gan_models.registry import lookup
 
 from .config import RefineConfig
 from .dot import RefineState
 from .projection import constrain_latent
 
+# -log p_0(z) up to a constant, per sample: [B, d] -> [B]
+PRIOR_ENERGIES: dict[str, Callable[[Tensor], Tensor]] = {
+    "normal": lambda z: 0.5 * (z * z).sum(dim=1),  # ||z||^2 / 2
+    "uniform": lambda z: z.new_zeros(z.shape[0]),  # constant inside [-1, 1]^d
+}
+
 
 def _prior_energy(z: Tensor, prior: str) -> Tensor:
-    """-log p_0(z) up to a constant, per sample: [B, d] -> [B]."""
-    if prior == "normal":
-        return 0.5 * (z * z).sum(dim=1)
-    if prior == "uniform":
-        return z.new_zeros(z.shape[0])
-    raise ValueError(f"unknown latent prior {prior!r}; valid choices: normal, uniform")
+    return lookup(PRIOR_ENERGIES, prior, what="latent prior")(z)
 
 
 class LangevinRefiner:
@@ -32,8 +37,9 @@ class LangevinRefiner:
     needs_noise = True
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, config: RefineConfig, *, latent_prior: str):
-        if config.method != "ddls":
-            raise ValueError(f"LangevinRefiner runs method 'ddls', got {config.method!r}")
+        if config.variant.kind != "langevin":
+            raise ValueError(f"LangevinRefiner runs a Langevin method, got {config.method!r} "
+                             f"(a {config.variant.kind} method)")
         _prior_energy(torch.zeros(1, 1), latent_prior)  # validates the prior name now, not at step 1
         self.generator, self.discriminator = generator, discriminator
         self.config = config

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gan_models.registry import lookup
+
 from .config import METHODS, RefineConfig
 from .costs import cost_position, transport_cost
 from .projection import constrain_latent, project_gradient, sphere_radius
@@ -89,8 +91,7 @@ class DotRefiner:
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, config: RefineConfig, *,
                  latent_prior: str, k_eff: float, embedder: nn.Module | None = None):
-        if config.method not in OBJECTIVES:
-            raise ValueError(f"unknown DOT method {config.method!r}; valid choices: {', '.join(OBJECTIVES)}")
+        lookup(OBJECTIVES, config.method, what="DOT method")
         self.variant = METHODS[config.method]
         # P: a point -> its point in the cost space (raises when an embedding cost has no embedder)
         self.position = cost_position(config.method, generator, embedder)

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_models import sample_latent
+from gan_models.registry import lookup
 
 from .config import RefineConfig
 from .costs import CostPosition, cost_position, pairwise_distance
@@ -157,9 +158,7 @@ K_EFF_ESTIMATORS: dict[str, Callable[..., float]] = {
 
 def estimate_k_eff(choice: str, draw: RatioSampler, *, pairs: int = 100, repeats: int = 10) -> float:
     """K_eff by the named estimator; raises ValueError listing the choices for an unknown name."""
-    if choice not in K_EFF_ESTIMATORS:
-        raise ValueError(f"unknown k_eff choice {choice!r}; valid choices: {', '.join(K_EFF_ESTIMATORS)}")
-    k = K_EFF_ESTIMATORS[choice](draw, pairs=pairs, repeats=repeats)
+    k = lookup(K_EFF_ESTIMATORS, choice, what="k_eff choice")(draw, pairs=pairs, repeats=repeats)
     if not 0 < k < float("inf"):  # also rejects NaN
         raise ValueError(f"k_eff estimate is {k}; the discriminator is constant or not finite on the samples")
     return k

@@ -29,6 +29,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from gan_models.config import LATENT_PRIOR_NAMES
+from gan_models.registry import check_choice, lookup
+
 
 def _radial(g: Tensor, z: Tensor) -> Tensor:
     """(g.z) per sample: g, z [B, d] -> [B, 1]."""
@@ -58,13 +61,9 @@ PROJECTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 
 def project_gradient(g: Tensor, z: Tensor, *, prior: str, projection: str) -> Tensor:
     """The latent gradient after the prior's radial projection (normal prior only): g, z [B, d]."""
-    if prior == "uniform":
+    if _is_uniform(prior):
         return g
-    if prior != "normal":
-        raise ValueError(f"unknown latent prior {prior!r}; valid choices: normal, uniform")
-    if projection not in PROJECTIONS:
-        raise ValueError(f"unknown projection {projection!r}; valid choices: {', '.join(PROJECTIONS)}")
-    return PROJECTIONS[projection](g, z)
+    return lookup(PROJECTIONS, projection, what="projection")(g, z)
 
 
 # after the optimiser step (exact): z <- ||z_0|| z / ||z||, with radius = ||z_0|| [B, 1]
@@ -74,6 +73,12 @@ def retract_to_sphere(z: Tensor, radius: Tensor) -> Tensor:
 
 # the projection rules that retract onto the starting sphere after each step
 RETRACTING = ("exact",)
+
+
+def _is_uniform(prior: str) -> bool:
+    """The projections apply to the normal prior; the uniform one clips instead."""
+    check_choice("latent prior", prior, LATENT_PRIOR_NAMES)
+    return prior == "uniform"
 
 
 def sphere_radius(z: Tensor, *, prior: str, projection: str) -> Tensor | None:
@@ -87,12 +92,9 @@ def constrain_latent(z: Tensor, *, prior: str, projection: str = "none", radius:
     """z after an update: clipped into [-1, 1]^d for the uniform prior; for the normal prior
     retracted onto the sphere of radius ``radius`` ([B, 1], ||z_0||) under the "exact" projection,
     unchanged otherwise."""
-    if prior == "uniform":
+    if _is_uniform(prior):
         return z.clamp(-1.0, 1.0)
-    if prior != "normal":
-        raise ValueError(f"unknown latent prior {prior!r}; valid choices: normal, uniform")
-    if projection not in PROJECTIONS:
-        raise ValueError(f"unknown projection {projection!r}; valid choices: {', '.join(PROJECTIONS)}")
+    check_choice("projection", projection, PROJECTIONS)
     if projection not in RETRACTING:
         return z
     if radius is None:

@@ -8,6 +8,8 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
+from gan_models.registry import lookup
+
 from .config import METHODS, RefineConfig
 from .ddls import LangevinRefiner
 from .dot import DotRefiner, RefineState
@@ -39,10 +41,8 @@ REFINERS: dict[str, Callable[..., Refiner]] = {name: _BUILDERS[m.kind] for name,
 
 def make_refiner(config: RefineConfig, generator: nn.Module, discriminator: nn.Module, *, latent_prior: str,
                  k_eff: float, embedder: nn.Module | None = None) -> Refiner:
-    if config.method not in REFINERS:
-        raise ValueError(f"unknown method {config.method!r}; valid choices: {', '.join(REFINERS)}")
-    return REFINERS[config.method](generator, discriminator, config, latent_prior=latent_prior, k_eff=k_eff,
-                                   embedder=embedder)
+    build = lookup(REFINERS, config.method, what="method")
+    return build(generator, discriminator, config, latent_prior=latent_prior, k_eff=k_eff, embedder=embedder)
 
 
 # K_eff in the space of a method's transport cost: one function, in lipschitz.py

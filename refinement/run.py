@@ -16,7 +16,6 @@ other than MNIST (and the embedding of embedded DOT) comes from --evaluator-dir,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys
@@ -25,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 # light modules only: torch and the heavy modules are imported by main() once the flags parse (fast --help)
 from evaluation.score import FEATURE_SPACE_NAMES, METRIC_GROUP_NAMES, SCORING_SPACE_NAMES
-from gan_models.config import OneLineArgumentParser, cli_prog
+from gan_models.cli import (
+    OneLineArgumentParser,
+    add_config_flags,
+    bool_fields,
+    cli_prog,
+    config_from_flags,
+    flag_name,
+    given_config_flags,
+)
+from gan_models.config import PRECISION_NAMES
 from gan_models.data import DATA_ROOT_ENV, DataNotFoundError
 
 from .config import K_EFF_CHOICES, METHODS, NORMS, OPTIMIZERS, PROJECTIONS, RefineConfig, RefineConfigError
@@ -37,23 +45,10 @@ if TYPE_CHECKING:
 # tests/test_cli_help.py asserts the two are equal
 DEFAULT_SCORE_STEPS = (0, 1, 2, 5, 10, 20)
 
-_TYPES = {"int": int, "float": float, "str": str}
 # shown in --help; validated (with the same lists in the message) by RefineConfig, the embedding
 # (a feature space of evaluation.features) when the embedder is built
-_CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "norm": NORMS, "k_eff": K_EFF_CHOICES,
-            "projection": PROJECTIONS, "embedding": FEATURE_SPACE_NAMES}
-
-# The RefineConfig fields each method reads (refinement.dot / refinement.ddls); a flag for any other
-# field would be silently ignored, so the CLI refuses it. "method" and "steps" apply to all.
-_DOT_FIELDS = ("lr", "optimizer", "norm", "delta", "k_eff", "k_eff_pairs", "k_eff_repeats")
-METHOD_FIELDS: dict[str, tuple[str, ...]] = {
-    "target": (*_DOT_FIELDS, "clip_images"),
-    "latent": (*_DOT_FIELDS, "projection"),
-    "latent-image": (*_DOT_FIELDS, "projection"),
-    "embedded-target": (*_DOT_FIELDS, "clip_images", "embedding"),
-    "embedded-latent": (*_DOT_FIELDS, "projection", "embedding"),
-    "ddls": ("ddls_step_size", "ddls_noise_scale"),
-}
+_CHOICES = {"method": tuple(METHODS), "optimizer": OPTIMIZERS, "norm": NORMS, "k_eff": K_EFF_CHOICES,
+            "projection": PROJECTIONS, "embedding": FEATURE_SPACE_NAMES, "precision": PRECISION_NAMES}
 # --k-eff choice -> the K_eff fields it reads (refinement.lipschitz); a choice not listed here is
 # assumed to read both, so that a new estimator is never refused its own flags
 _K_EFF_FIELDS = {"estimate": ("k_eff_pairs",), "mean-of-max": ("k_eff_pairs", "k_eff_repeats"), "one": (),
@@ -67,15 +62,7 @@ _SCORING_DEFAULTS: dict[str, Any] = {"features": "classifier", "metrics": None, 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(prog=cli_prog("refinement.run"), description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="a gan_models checkpoint (generator and discriminator)")
-    for f in dataclasses.fields(RefineConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if str(f.type) == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
-        else:
-            extra = f"; one of {', '.join(_CHOICES[f.name])}" if f.name in _CHOICES else ""
-            arg_type = str if f.name in _CHOICES else _TYPES[str(f.type)]  # a choice's type is a Literal
-            p.add_argument(flag, type=arg_type, default=None, metavar=f.name.upper(),
-                           help=f"default {f.default}{extra}")
+    add_config_flags(p, RefineConfig, _CHOICES)
     p.add_argument("--out", required=True, type=Path, help="output folder (refused if non-empty, see --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out once the new results are complete")
@@ -123,20 +110,19 @@ def _score_steps(text: str | None, steps: int) -> tuple[int, ...]:
 
 
 def _flag(name: str) -> str:
-    flag = "--" + name.replace("_", "-")
-    bools = [f.name for f in dataclasses.fields(RefineConfig) if str(f.type) == "bool"]
-    return f"{flag}/--no-{flag[2:]}" if name in bools else flag
+    flag = flag_name(name)
+    return f"{flag}/--no-{flag[2:]}" if name in bool_fields(RefineConfig) else flag
 
 
 def _check_applicable(args: argparse.Namespace, config: RefineConfig) -> None:
     """Refuse flags that the chosen method, K_eff choice or --no-score would silently ignore."""
-    # only fields the table knows are checked: a field or method added later is never refused by omission
-    listed = {f for fields in METHOD_FIELDS.values() for f in fields}
-    given = [f.name for f in dataclasses.fields(RefineConfig) if f.name in listed and getattr(args, f.name) is not None]
-    used = METHOD_FIELDS.get(config.method, listed)
+    # a field some method reads (its declaration's ``reads``) is refused to the methods that do not;
+    # the fields no method lists (method, steps, precision) apply to all
+    listed = {f for method in METHODS.values() for f in method.reads}
+    given = [name for name in given_config_flags(args, RefineConfig) if name in listed]
     for name in given:
-        if name not in used:
-            users = [m for m, fields in METHOD_FIELDS.items() if name in fields]
+        if name not in config.variant.reads:
+            users = [m for m, method in METHODS.items() if name in method.reads]
             raise SystemExit(f"error: {_flag(name)} does not apply to --method {config.method}; "
                              f"it is used by: {', '.join(users)}")
         if name in ("k_eff_pairs", "k_eff_repeats") and name not in _K_EFF_FIELDS.get(config.k_eff, (name,)):
@@ -152,9 +138,8 @@ def _check_applicable(args: argparse.Namespace, config: RefineConfig) -> None:
 
 
 def _config(args: argparse.Namespace) -> RefineConfig:
-    names = [f.name for f in dataclasses.fields(RefineConfig)]
     try:
-        config = RefineConfig.from_dict({k: getattr(args, k) for k in names if getattr(args, k) is not None})
+        config = config_from_flags(args, RefineConfig)
     except RefineConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     if config.steps < 1:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_models import sample_latent
+from gan_models.precision import precision_scope
 
 from .config import RefineConfig
 from .costs import pairwise_distance
@@ -171,26 +172,34 @@ def refine(
                                     real_images=real_images)
         refiner = make_refiner(config, generator, discriminator, latent_prior=latent_prior, k_eff=k_eff,
                                embedder=embedder)
-        state = _cat_states([refiner.start(z_y[i:j]) for i, j in _batches(n, batch_size)])
+        # the refiner's passes at config.precision; K_eff, D's mean and the scores stay in float32
+        with precision_scope(config.precision, device):
+            state = _cat_states([refiner.start(z_y[i:j]) for i, j in _batches(n, batch_size)])
         noise_rng = torch.Generator().manual_seed(seed + 2)
         strip_rows = min(strip_size, n)
 
         rows: list[dict[str, Any]] = []
         strip: list[Tensor] = []
-        start_images = _all_images(refiner, state, batch_size)  # y = G(z_y), [n, 1, 28, 28]
+        with precision_scope(config.precision, device):
+            start_images = _all_images(refiner, state, batch_size).float()  # y = G(z_y), [n, 1, 28, 28]
         elapsed = 0.0
         for t in range(config.steps + 1):
             if t > 0:
                 began = time.perf_counter()
                 noise = torch.randn(state.v.shape, generator=noise_rng).to(device) if refiner.needs_noise else None
-                for i, j in _batches(n, batch_size):
-                    refiner.step(state.rows(i, j), t, None if noise is None else noise[i:j])
+                with precision_scope(config.precision, device):
+                    for i, j in _batches(n, batch_size):
+                        refiner.step(state.rows(i, j), t, None if noise is None else noise[i:j])
                 elapsed += time.perf_counter() - began
                 if on_step is not None:
                     on_step(t)
             if t not in steps_to_score:
                 continue
-            images = start_images if t == 0 else _all_images(refiner, state, batch_size)
+            if t == 0:
+                images = start_images
+            else:
+                with precision_scope(config.precision, device):
+                    images = _all_images(refiner, state, batch_size).float()
             row: dict[str, Any] = {
                 "step": t,
                 "k_eff": k_eff,

@@ -39,7 +39,8 @@ from .space import Narrowing
 from .studies import get_study
 from .tracking import StudyRun, end_trial_run, find_trial_run, log_study_summary
 
-RUNTIME = ("_study", "live", "pruned", "fail_reasons", "last_step", "run_ids", "asked", "progress", "checkpoints")
+RUNTIME = ("_study", "live", "pruned", "fail_reasons", "last_step", "run_ids", "asked", "progress", "checkpoints",
+           "gpus")
 INT_ATTRS = ("best_step", "n_final")  # whole numbers among a FinalReport's metrics
 
 
@@ -68,6 +69,7 @@ class StudyLink:
     progress: Any = field(default=None, repr=False)  # search.progress.StudyProgress, fed as trials go
     storage_path: str = ""  # Ray's checkpoint storage: a folder or a URI
     checkpoints: dict[str, str] = field(default_factory=dict, repr=False)  # Ray trial id -> latest checkpoint URI
+    gpus: dict[str, str] = field(default_factory=dict, repr=False)  # Ray trial id -> the GPU it ran on
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the tuner's config (and with it this object) into its experiment state; the
@@ -77,7 +79,7 @@ class StudyLink:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._study, self.live, self.pruned, self.fail_reasons, self.last_step, self.run_ids = None, {}, {}, {}, {}, {}
-        self.asked, self.progress, self.checkpoints = 0, None, {}
+        self.asked, self.progress, self.checkpoints, self.gpus = 0, None, {}, {}
 
     @property
     def optuna_study(self) -> optuna.Study:
@@ -97,6 +99,10 @@ class StudyLink:
         report = parse_result(result)
         if report is not None and report.mlflow_run_id:
             self.run_ids[ray_trial_id] = report.mlflow_run_id
+        if report is not None and report.gpu and self.gpus.get(ray_trial_id) != report.gpu:
+            self.gpus[ray_trial_id] = report.gpu  # written once per placement: search.packing reads it
+            if ray_trial_id in self.live:
+                self.live[ray_trial_id].set_user_attr("gpu", report.gpu)
         if isinstance(report, TrainReport):
             self.last_step[ray_trial_id] = report.step
             if self.progress is not None and ray_trial_id in self.live:
@@ -163,10 +169,10 @@ class OptunaSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         link = self.link
-        trial = link.live.pop(trial_id, None)
-        if trial is None:
+        if trial_id not in link.live:
             return
-        report = link.note(trial_id, result)
+        report = link.note(trial_id, result)  # while live: a first report (its GPU) is recorded on the trial
+        trial = link.live.pop(trial_id)
         if trial_id in link.pruned:  # told PRUNED by the scheduler already
             link.close_run(trial_id, trial, "PRUNED", {"pruned_at_step": link.pruned[trial_id]})
             return

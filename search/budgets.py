@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gan_models.registry import lookup
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -79,6 +81,4 @@ BUDGETS: dict[str, Budget] = {
 
 
 def get_budget(name: str) -> Budget:
-    if name not in BUDGETS:
-        raise ValueError(f"unknown budget {name!r}; valid choices: {', '.join(BUDGETS)}")
-    return BUDGETS[name]
+    return lookup(BUDGETS, name, what="budget")

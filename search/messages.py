@@ -42,6 +42,7 @@ class _Report:
     optuna_trial: int
     mlflow_run_id: str
     resumed_from_step: int
+    gpu: str  # "<node address>:<GPU id>" that Ray gave the trial; "" without a GPU (search.packing)
 
     def to_result(self) -> dict[str, Any]:
         """The flat dict Ray Tune's ``report`` takes."""

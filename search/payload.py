@@ -32,7 +32,12 @@ class TrialContext:
     dataset: str
     study_run: StudyRun
     cpus_per_trial: float = 1.0
-    use_gpu: bool = False
+    gpus_per_trial: float = 0.0  # a fraction shares a GPU with other trials
+    precision: str = "fp32"  # of training and refinement (gan_models.precision)
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_trial > 0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from .packing import gpu_sharing, sharing_metrics
 from .studies import Study
 
 METRIC_COLUMNS = ("fid", "fid_before", "precision", "recall", "density", "coverage", "class_coverage",
@@ -204,6 +205,9 @@ def study_summary(study: optuna.Study, study_def: Study, steps_per_trial: int) -
     metrics.update(steps_spent=float(spent), steps_unpruned=float(len(finished) * steps_per_trial))
     if starts and ends:
         metrics["wall_time_s"] = (max(ends) - min(starts)).total_seconds()
+    metrics.update(sharing_metrics(gpu_sharing(
+        {"gpu": t.user_attrs.get("gpu"), "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
+        for t in finished)))
     tags: dict[str, str] = {}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:

@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gan_models.config import (
-    FrozenConfig,
-    cli_prog,  # light: the heavy modules are imported by the steps that use them
-)
+# light: the heavy modules are imported by the steps that use them
+from gan_models.cli import cli_prog
+from gan_models.config import FrozenConfig
 
 DEFAULT_RUNS_DIR = "runs"
 SETTINGS_ATTR = "search_settings"
@@ -56,6 +55,7 @@ class SearchOptions:
     pruner: str | None = None
     seed: int | None = None
     dataset: str | None = None
+    precision: str | None = None
     study_file: str | None = None
     enqueue_file: str | None = None
     cpus_per_trial: float = 1.0
@@ -67,6 +67,7 @@ class SearchOptions:
     tracking_uri: str | None = None
     address: str | None = None
     num_cpus: int | None = None
+    num_gpus: int | None = None  # GPUs of a locally started Ray (None: what Ray detects)
     data_root: str | None = None
     download: bool = True
     resume: bool = False
@@ -89,6 +90,7 @@ class StudySettings(FrozenConfig):
     seed: int = 0
     trials: int = 20
     dataset: str = "mnist"
+    precision: str = "fp32"  # of every trial's training and refinement
     narrowing: Mapping[str, Any] = field(default_factory=dict)  # the study file's params, as JSON
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,7 +99,8 @@ class StudySettings(FrozenConfig):
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(StudySettings)
             if f.default is not dataclasses.MISSING}
-DEFINING = ("study", "budget", "sampler", "pruner", "seed", "dataset")  # a flag may not change these on --resume
+# a flag may not change these on --resume
+DEFINING = ("study", "budget", "sampler", "pruner", "seed", "dataset", "precision")
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,11 @@ def _check_numbers(opts: SearchOptions) -> None:
         raise SearchError(f"--max-failures must be >= 0, got {opts.max_failures}")
     if opts.num_cpus is not None and opts.num_cpus <= 0:
         raise SearchError(f"--num-cpus must be a positive integer, got {opts.num_cpus}")
+    if opts.num_gpus is not None and opts.num_gpus < 0:
+        raise SearchError(f"--num-gpus must be an integer >= 0, got {opts.num_gpus}")
+    if opts.num_gpus is not None and opts.address:
+        raise SearchError("--num-gpus sets a locally started Ray's GPUs; with --address the cluster's nodes declare "
+                          "their own (drop one of the two)")
     if not opts.progress_every_s > 0:
         raise SearchError(f"--progress-every must be > 0 seconds, got {opts.progress_every_s:g}")
     if opts.trials is not None and opts.trials <= 0:
@@ -307,17 +315,18 @@ def _settings(opts: SearchOptions, stored: StudySettings | None) -> StudySetting
 
 
 def _validate(s: StudySettings, study_def):
+    from gan_models.config import PRECISION_NAMES
     from gan_models.data import check_dataset_name
+    from gan_models.registry import check_choice
 
     from .budgets import get_budget
     from .samplers import PRUNERS, SAMPLERS
 
     budget = _lookup(get_budget, s.budget)
     _lookup(check_dataset_name, s.dataset)
-    if s.sampler not in SAMPLERS:
-        raise SearchError(f"unknown sampler {s.sampler!r}; valid choices: {', '.join(SAMPLERS)}")
-    if s.pruner not in PRUNERS:
-        raise SearchError(f"unknown pruner {s.pruner!r}; valid choices: {', '.join(PRUNERS)}")
+    check_choice("sampler", s.sampler, SAMPLERS, SearchError)
+    check_choice("precision", s.precision, PRECISION_NAMES, SearchError)
+    check_choice("pruner", s.pruner, PRUNERS, SearchError)
     if study_def.multi_objective and s.pruner != "none":
         raise SearchError(f"study {study_def.name} has {len(study_def.objectives)} objectives and Optuna cannot "
                           f"prune multi-objective studies; use --pruner none")
@@ -384,8 +393,8 @@ def start_ray(opts: SearchOptions, stores: Stores, placement) -> list[str]:
         if placement.cluster:
             ray.init(address=opts.address, logging_level=logging.WARNING, log_to_driver=opts.verbose > 0)
         else:
-            ray.init(num_cpus=opts.num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=opts.verbose > 0)
+            ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=False,
+                     logging_level=logging.WARNING, log_to_driver=opts.verbose > 0)
     except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
         raise SearchError(f"cannot start or join Ray ({opts.address or 'local'}): {str(exc).splitlines()[0]}") from None
     try:
@@ -426,7 +435,7 @@ def open_stores(plan: StudyPlan, stores: Stores) -> OpenStudy:
     try:  # MLflow first: a parent run left from an earlier study of this name stops us before Optuna is written
         study_run = open_study_run(stores.tracking_uri, plan.name, resume=plan.resume, tags={
             "study": s.study, "budget": s.budget, "sampler": s.sampler, "pruner": s.pruner,
-            "optuna_storage": stores.storage, "seed": str(s.seed), "dataset": s.dataset})
+            "optuna_storage": stores.storage, "seed": str(s.seed), "dataset": s.dataset, "precision": s.precision})
     except TrackingError as exc:
         raise SearchError(str(exc)) from None
     describe_study_run(study_run, description=study_description(plan), params={
@@ -484,7 +493,7 @@ def run_trials(opts: SearchOptions, plan: StudyPlan, stores: Stores, opened: Ope
     s = plan.settings
     context = TrialContext(study=s.study, study_name=plan.name, budget=s.budget, seed=s.seed, dataset=s.dataset,
                            study_run=opened.study_run, cpus_per_trial=opts.cpus_per_trial,
-                           use_gpu=opts.gpus_per_trial > 0)
+                           gpus_per_trial=opts.gpus_per_trial, precision=s.precision)
     payload = TrialPayload(context=context, inputs=inputs)
     link = StudyLink(storage=stores.storage, study_name=plan.name, study=s.study, narrowing=plan.narrowing,
                      sampler=s.sampler, pruner=s.pruner, seed=s.seed, budget=s.budget, n_trials=s.trials,
@@ -618,7 +627,8 @@ def resume_command(opts: SearchOptions, name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gan_models.data import DATASETS  # these three are light: --help imports neither torch nor Optuna
+    from gan_models.config import PRECISION_NAMES  # these four are light: --help imports neither torch nor Optuna
+    from gan_models.data import DATASETS
 
     from .budgets import BUDGETS
     from .samplers import PRUNERS, SAMPLERS
@@ -637,11 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help=f"total trials of the study (default {DEFAULTS['trials']})")
     p.add_argument("--budget", help=f"{' | '.join(BUDGETS)} (default {DEFAULTS['budget']})")
     p.add_argument("--dataset", help=f"{' | '.join(DATASETS)} (default {DEFAULTS['dataset']})")
+    p.add_argument("--precision", help=f"{' | '.join(PRECISION_NAMES)}: of training and refinement (default "
+                                       f"{DEFAULTS['precision']}; tf32 and bf16 use a GPU's tensor cores)")
     p.add_argument("--sampler", help=f"{' | '.join(SAMPLERS)} (default: tpe; nsga2 for pareto)")
     p.add_argument("--pruner", help=f"{' | '.join(PRUNERS)} (default {DEFAULTS['pruner']}; none for pareto)")
     p.add_argument("--seed", type=int, help="sampler and training seed (default 0)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="GPUs per trial; a fraction shares a GPU (0.25: four trials on one)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="restarts of a trial whose worker or node was lost (a trial's own error is never retried)")
@@ -653,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "proxies artifacts)")
     p.add_argument("--address", help="join this Ray cluster (e.g. auto); default: start Ray on this machine")
     p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray (default: all)")
+    p.add_argument("--num-gpus", type=int, help="GPUs of a locally started Ray (default: those CUDA shows)")
     p.add_argument("--data-root", help="dataset folder (torchvision layout), read by the driver only; "
                                        "default $GAN_DATA_ROOT, else ~/.cache/gan-refine-search/data")
     p.add_argument("--no-download", dest="download", action="store_false",
@@ -707,6 +721,7 @@ def failure_reasons(table) -> Counter:
 def print_outcome(out: StudyOutcome) -> None:
     import pandas as pd
 
+    from .packing import gpu_sharing, sharing_lines
     from .tracking import ui_command
 
     counts = out.table["state"].value_counts().to_dict() if not out.table.empty else {}
@@ -722,6 +737,8 @@ def print_outcome(out: StudyOutcome) -> None:
         with pd.option_context("display.width", 200, "display.max_columns", 30,
                                "display.float_format", "{:.4g}".format):
             print("best trials:\n" + out.best.to_string(index=False))
+    for line in sharing_lines(gpu_sharing(out.table.to_dict("records"))):
+        print(line)
     for name, why in out.skipped_plots.items():
         print(f"note: plot {name} not drawn: {why}")
     print(f"tables and plots: {out.report_dir}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gan_models.registry import lookup
+
 from .budgets import Budget
 
 if TYPE_CHECKING:  # Optuna is imported by the functions that build a sampler or pruner, so the names load fast
@@ -79,12 +81,8 @@ PRUNERS: dict[str, Callable[[Budget], optuna.pruners.BasePruner]] = {
 
 
 def make_sampler(name: str, *, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; valid choices: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](seed, n_trials)
+    return lookup(SAMPLERS, name, what="sampler")(seed, n_trials)
 
 
 def make_pruner(name: str, budget: Budget) -> optuna.pruners.BasePruner:
-    if name not in PRUNERS:
-        raise ValueError(f"unknown pruner {name!r}; valid choices: {', '.join(PRUNERS)}")
-    return PRUNERS[name](budget)
+    return lookup(PRUNERS, name, what="pruner")(budget)

@@ -6,7 +6,7 @@ the radial projection only for a latent method under a normal prior. Optuna ther
 a value that the run did not use.
 
 Which parameter belongs to which variant is read from the variant's declaration, never its name: a loss's
-conditional options from gan_models.losses.LOSSES (``AdversarialLoss.options``), a refinement method's kind,
+conditional options from gan_models.config.LOSS_NEEDS (``LossNeeds.options``), a refinement method's kind,
 what it moves, its cost space and its K_eff choices from refinement.config.METHODS; each DOT study is the
 set of methods whose declaration matches its description.
 
@@ -25,7 +25,8 @@ from typing import Any
 import optuna
 
 from gan_models import TrainConfig
-from gan_models.config import ARCHITECTURE_NAMES, LATENT_PRIOR_NAMES, LOSS_NAMES, SAN_BASE_NAMES
+from gan_models.config import ARCHITECTURE_NAMES, LATENT_PRIOR_NAMES, LOSS_NAMES, LOSS_NEEDS, SAN_BASE_NAMES
+from gan_models.registry import lookup
 from refinement.config import K_EFF_CHOICES, METHODS, NORMS, OPTIMIZERS, RefineMethod
 
 from .budgets import Budget
@@ -92,10 +93,8 @@ LANGEVIN = methods_where(lambda m: m.kind == "langevin")
 
 
 def gan_space(s: SpaceSampler) -> dict[str, Any]:
-    from gan_models.losses import get_loss  # torch: only when a trial is sampled
-
     p: dict[str, Any] = {"architecture": s("architecture"), "loss": s("loss")}
-    for name in get_loss(p["loss"]).options:  # lambda_gp, clip_value or san_base, as the loss declares
+    for name in LOSS_NEEDS[p["loss"]].options:  # lambda_gp, clip_value or san_base, as the loss declares
         p[name] = s(name)
     for name in ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "spectral_norm", "dropout", "latent_prior",
                  "batch_size"):
@@ -221,9 +220,7 @@ STUDIES: dict[str, Study] = {
 
 
 def get_study(name: str) -> Study:
-    if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; valid choices: {', '.join(STUDIES)}")
-    return STUDIES[name]
+    return lookup(STUDIES, name, what="study")
 
 
 def list_studies() -> str:
@@ -243,13 +240,15 @@ def check_params(params: Mapping[str, Any]) -> None:
                          f"{', '.join((*TRAIN_FIELDS, *REFINE_FIELDS))}")
 
 
-def train_config(params: Mapping[str, Any], *, budget: Budget, seed: int, dataset: str = "mnist") -> TrainConfig:
-    """The trainer's config from a trial's params; the budget fixes the step count."""
+def train_config(params: Mapping[str, Any], *, budget: Budget, seed: int, dataset: str = "mnist",
+                 precision: str = "fp32") -> TrainConfig:
+    """The trainer's config from a trial's params; the budget fixes the step count, the study its precision."""
     values = {k: v for k, v in params.items() if k in TRAIN_FIELDS}
-    return TrainConfig.from_dict({**values, "dataset": dataset, "steps": budget.steps, "seed": seed})
+    return TrainConfig.from_dict({**values, "dataset": dataset, "steps": budget.steps, "seed": seed,
+                                  "precision": precision})
 
 
-def refine_config(params: Mapping[str, Any]):
+def refine_config(params: Mapping[str, Any], *, precision: str = "fp32"):
     """The refiner's config from a trial's params, or None for a study that does not refine.
 
     A trial refines with an evaluator, so the config is also held to what refine() checks with one
@@ -259,6 +258,7 @@ def refine_config(params: Mapping[str, Any]):
     from refinement import RefineConfig
     from refinement.trajectory import check_scorable
 
-    config = RefineConfig.from_dict({REFINE_FIELDS[k]: v for k, v in params.items() if k in REFINE_FIELDS})
+    values = {REFINE_FIELDS[k]: v for k, v in params.items() if k in REFINE_FIELDS}
+    config = RefineConfig.from_dict({**values, "precision": precision})
     check_scorable(config)
     return config

@@ -117,7 +117,38 @@ class LocalReporter:
 
 
 def _device(ctx: TrialContext) -> str:
+    """Ray shows a trial only the GPU it was given (CUDA_VISIBLE_DEVICES), so that one is "cuda".
+    A node that declares GPUs torch cannot see (a logical --num-gpus) trains on its CPU: the
+    trial's ``device`` tag says which."""
     return "cuda" if ctx.use_gpu and torch.cuda.is_available() else "cpu"
+
+
+def gpu_identity() -> str:
+    """``<node address>:<GPU id>`` of the GPU Ray gave this trial; "" outside Ray or without one."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return ""
+        ids = ray.get_gpu_ids()
+        return f"{ray.util.get_node_ip_address()}:{ids[0]}" if ids else ""
+    except Exception:  # noqa: BLE001 - a placement label must never fail a trial
+        return ""
+
+
+def _device_tags(device: str) -> dict[str, str]:
+    if device == "cuda":
+        return {"device": f"cuda ({torch.cuda.get_device_name()})"}
+    return {"device": device}
+
+
+def _gpu_memory(device: str) -> dict[str, float]:
+    """Peak GPU memory of this trial (allocated by tensors, and reserved by torch's caching allocator)."""
+    if device != "cuda":
+        return {}
+    mib = 2.0**20
+    return {"gpu_memory_peak_mib": torch.cuda.max_memory_allocated() / mib,
+            "gpu_memory_reserved_peak_mib": torch.cuda.max_memory_reserved() / mib}
 
 
 def _mean(values: list[float]) -> float:
@@ -140,14 +171,17 @@ def run_trial(payload: TrialPayload, params: Mapping[str, Any], trial_number: in
     budget = get_budget(ctx.budget)
     run: TrialRun | None = None
     step = 0
+    gpu = gpu_identity()
     try:
         check_params(params)
-        train_cfg = train_config(params, budget=budget, seed=ctx.seed, dataset=ctx.dataset)
-        refine_cfg = refine_config(params)
-        run = TrialRun.open(ctx.study_run, study_name=ctx.study_name, trial_number=trial_number, params=params,
+        train_cfg = train_config(params, budget=budget, seed=ctx.seed, dataset=ctx.dataset, precision=ctx.precision)
+        refine_cfg = refine_config(params, precision=ctx.precision)
+        # the study-wide settings that change the numbers go with the sampled params
+        run = TrialRun.open(ctx.study_run, study_name=ctx.study_name, trial_number=trial_number,
+                            params={**params, "precision": ctx.precision, "gpus_per_trial": ctx.gpus_per_trial},
                             tags={"study": ctx.study, "budget": budget.name, "seed": ctx.seed,
-                                  "dataset": ctx.dataset})
-        return _train_and_score(payload, budget, train_cfg, refine_cfg, run, trial_number, reporter)
+                                  "dataset": ctx.dataset, "gpu": gpu, **_device_tags(_device(ctx))})
+        return _train_and_score(payload, budget, train_cfg, refine_cfg, run, trial_number, reporter, gpu)
     except Exception as exc:  # noqa: BLE001 - a trial's error is its FAIL reason; retrying cannot heal it
         reason = _one_line(exc)
         if not isinstance(exc, DivergenceError):  # the full story goes to the trial's log, once
@@ -159,16 +193,18 @@ def run_trial(payload: TrialPayload, params: Mapping[str, Any], trial_number: in
             except Exception:  # noqa: BLE001 - the tracking store may be what failed
                 pass
         out = FailedReport(optuna_trial=trial_number, mlflow_run_id=run.run_id if run else "",
-                           resumed_from_step=0, step=int(step), fail_reason=reason)
+                           resumed_from_step=0, gpu=gpu, step=int(step), fail_reason=reason)
         reporter.report(out, None)
         return out
 
 
 def _train_and_score(payload: TrialPayload, budget: Budget, train_cfg, refine_cfg, run: TrialRun,
-                     trial_number: int, reporter: Reporter) -> Report:
+                     trial_number: int, reporter: Reporter, gpu: str) -> Report:
     ctx = payload.context
     device = _device(ctx)
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
+    if device == "cuda":  # this trial's own peak, not the process's (a restarted actor may reuse it)
+        torch.cuda.reset_peak_memory_stats()
     evaluator = payload.inputs.evaluator.to(device)  # one evaluator: the intermediate FID and the final scores
     workdir = Path(tempfile.mkdtemp(prefix=f"trial-{trial_number:04d}-"))
     try:
@@ -177,7 +213,7 @@ def _train_and_score(payload: TrialPayload, budget: Budget, train_cfg, refine_cf
         if resumed_from:
             run.set_tags({"resumed_from_step": resumed_from})
         ids: dict[str, Any] = {"optuna_trial": trial_number, "mlflow_run_id": run.run_id,
-                               "resumed_from_step": resumed_from}
+                               "resumed_from_step": resumed_from, "gpu": gpu}
         logged = {"step": resumed_from}
 
         def on_eval(trainer) -> None:
@@ -189,7 +225,8 @@ def _train_and_score(payload: TrialPayload, budget: Budget, train_cfg, refine_cf
             new = [i for i, s in enumerate(h["step"]) if s > logged["step"]]
             run.log_series([("loss_d", h["loss_d"][i], h["step"][i]) for i in new]
                            + [("loss_g", h["loss_g"][i], h["step"][i]) for i in new]
-                           + [("fid_intermediate", fid, trainer.step)])
+                           + [("fid_intermediate", fid, trainer.step)]
+                           + [(k, v, trainer.step) for k, v in _gpu_memory(device).items()])
             grid = save_grid(samples[:GRID_SIZE], workdir / "grids" / f"step_{trainer.step:06d}.png")
             run.log_artifact(grid, "samples")
             logged["step"] = trainer.step
@@ -209,7 +246,7 @@ def _train_and_score(payload: TrialPayload, budget: Budget, train_cfg, refine_cf
             "config": train_cfg.to_dict(), "step": trainer.step, "history": trainer.history,
             "generator": trainer.G.state_dict(), "discriminator": trainer.D.state_dict()})
         run.log_artifact(models, "checkpoint")
-        run.log_metrics(metrics)
+        run.log_metrics({**metrics, **_gpu_memory(device)})
         run.set_tags({"evaluator_sha256": sha, "evaluator": evaluator_name})
         out = FinalReport(**ids, train_steps=trainer.step, metrics=metrics, evaluator=evaluator_name,
                           evaluator_sha256=sha)

@@ -38,3 +38,18 @@ def mnist_test(data_root):
     from gan_models import load_images
 
     return load_images("mnist", split="test", data_root=data_root)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A ``gpu`` test runs where torch sees a CUDA device and is skipped, saying why, elsewhere."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False on this machine")
+    for item in gpu_items:
+        item.add_marker(skip)
+

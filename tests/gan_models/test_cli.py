@@ -40,6 +40,7 @@ def test_cli_writes_checkpoint_curve_grid_and_resumes(tmp_path, data_root):
     "args, expected",
     [
         (["--loss", "lsgan"], "error: unknown loss 'lsgan'; valid choices: bce, wgan, wgan-gp, hinge, san"),
+        (["--precision", "fp16"], "error: unknown precision 'fp16'; valid choices: fp32, tf32, bf16"),
         (["--loss", "bce", "--lambda-gp", "10"], "error: lambda_gp is only used by loss 'wgan-gp', got loss 'bce'"),
         (["--steps", "-3"], "error: steps must be a positive integer, got -3"),
     ],

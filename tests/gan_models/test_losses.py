@@ -11,9 +11,6 @@ from torch import nn
 from gan_models import LOSSES, NetworkConfig, build_discriminator, get_loss
 from gan_models.losses import (
     SAN_BASES,
-    AdversarialLoss,
-    bce_d,
-    bce_g,
     clip_weights_,
     discriminator_objective,
     gradient_penalty,
@@ -50,40 +47,47 @@ def test_unknown_loss_lists_valid_ones():
 
 def test_declared_needs_follow_the_design_table():
     """DESIGN.md: wgan clips D's weights, wgan-gp adds a gradient penalty, san has a SAN head on hinge or bce."""
-    declared = {name: (loss.clips_weights, loss.gradient_penalty, loss.san_head) for name, loss in LOSSES.items()}
+    declared = {name: (loss.needs.clips_weights, loss.needs.gradient_penalty, loss.needs.san_head)
+                for name, loss in LOSSES.items()}
     assert declared == {"bce": (False, False, False), "wgan": (True, False, False), "wgan-gp": (False, True, False),
                         "hinge": (False, False, False), "san": (False, False, True)}
-    assert {name: loss.options for name, loss in LOSSES.items()} == {
+    assert {name: loss.needs.options for name, loss in LOSSES.items()} == {
         "bce": (), "wgan": ("clip_value",), "wgan-gp": ("lambda_gp",), "hinge": (), "san": ("san_base",)}
     assert SAN_BASES == ("hinge", "bce")
     assert all(name == loss.name for name, loss in LOSSES.items())
 
 
-def test_declarations_are_frozen_and_checked_once():
+def test_declarations_are_frozen_and_checked_once(monkeypatch):
+    from gan_models import config
+
     with pytest.raises(dataclasses.FrozenInstanceError):
-        LOSSES["bce"].clips_weights = True  # type: ignore[misc]
-    with pytest.raises(ValueError, match="a SAN head needs its base losses"):
-        AdversarialLoss("san2", bce_d, bce_g, san_head=True)
-    with pytest.raises(ValueError, match="a SAN head needs its base losses"):
-        AdversarialLoss("odd", bce_d, bce_g, san_bases=("bce",))
+        LOSSES["bce"].needs.clips_weights = True  # type: ignore[misc]
+    assert all(loss.needs is config.LOSS_NEEDS[name] for name, loss in LOSSES.items())  # declared once
+    monkeypatch.setitem(config.LOSS_NEEDS, "hinge", config.LossNeeds(clips_weights=True))
+    with pytest.raises(ValueError, match="SAN base loss 'hinge' must be a declared loss that needs no clipping"):
+        config._check_loss_registry()
+    monkeypatch.delitem(config.LOSS_NEEDS, "hinge")
+    with pytest.raises(ValueError, match="LOSS_NEEDS declares .*, LossName lists"):
+        config._check_loss_registry()
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_objective_adds_exactly_the_declared_terms(name):
     """Without a network-specific need a loss is its d_loss on D's outputs; a GP loss adds lambda * gp."""
     spec = get_loss(name)
+    needs = spec.needs
     torch.manual_seed(2)
-    D = build_discriminator(NetworkConfig(width=0.25, san=spec.san_head))
+    D = build_discriminator(NetworkConfig(width=0.25, san=needs.san_head))
     x, y = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
     eps = torch.rand(4, 1, 1, 1)
     total, parts = discriminator_objective(D, x, y, loss=name, lambda_gp=10.0, gp_eps=eps)
-    assert set(parts) == ({"fun", "dir"} if spec.san_head else set()) | ({"gp"} if spec.gradient_penalty else set())
-    if spec.san_head:  # default base: the first declared one
-        assert parts["fun"].item() == pytest.approx(get_loss(spec.san_bases[0]).d_loss(D(x), D(y)).item(), rel=1e-5)
-    base = parts["fun"] + parts["dir"] if spec.san_head else spec.d_loss(D(x), D(y))
-    expected = base + 10.0 * gradient_penalty(D, x, y, eps) if spec.gradient_penalty else base
+    assert set(parts) == ({"fun", "dir"} if needs.san_head else set()) | ({"gp"} if needs.gradient_penalty else set())
+    if needs.san_head:  # default base: the first declared one
+        assert parts["fun"].item() == pytest.approx(get_loss(needs.san_bases[0]).d_loss(D(x), D(y)).item(), rel=1e-5)
+    base = parts["fun"] + parts["dir"] if needs.san_head else spec.d_loss(D(x), D(y))
+    expected = base + 10.0 * gradient_penalty(D, x, y, eps) if needs.gradient_penalty else base
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
-    if spec.gradient_penalty:
+    if needs.gradient_penalty:
         with pytest.raises(ValueError, match=f"{name} needs lambda_gp and gp_eps"):
             discriminator_objective(D, x, y, loss=name)
 

@@ -47,6 +47,7 @@ CASES = [
     ("cache-dir-under-a-file", ["CKPT", "--cache-dir", "FILE/cache"], "--cache-dir FILE/cache cannot be created"),
     ("device-without-cuda", ["CKPT", "--device", "cuda" if NO_CUDA else "cuda:99"],
      "requested but CUDA is not available" if NO_CUDA else "CUDA device(s)"),
+    ("unknown-precision", ["CKPT", "--precision", "fp16"], "unknown precision 'fp16'; valid choices: fp32, tf32, bf16"),
     ("score-steps-beyond-steps", ["CKPT", "--steps", "5", "--score-steps", "0,2,30"],
      "--score-steps 30 beyond --steps 5; valid: 0 to 5"),
     ("embedding-with-latent", ["CKPT", "--method", "latent", "--embedding", "classifier-alt"],

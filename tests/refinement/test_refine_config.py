@@ -97,10 +97,22 @@ def test_config_reads_the_declaration(name):
         assert ("E(" in m.anchor) == (m.cost_space == "embedding")
 
 
-def test_the_cli_refuses_flags_by_the_declarations():
-    from refinement.run import METHOD_FIELDS
+@pytest.mark.parametrize("method", list(METHODS))
+def test_the_cli_refuses_exactly_the_flags_its_method_does_not_read(method):
+    from refinement.run import _check_applicable, build_parser
 
-    assert METHOD_FIELDS == {name: m.reads for name, m in METHODS.items()}
+    m = METHODS[method]
+    config = RefineConfig(method=method, k_eff="mean-of-max" if m.dot else "estimate")  # reads both K_eff fields
+    defaults = RefineConfig().to_dict()
+    for name in sorted({f for other in METHODS.values() for f in other.reads}):
+        args = build_parser().parse_args(["ckpt.pt", "--out", "out", "--method", method])
+        setattr(args, name, defaults[name])  # the flag given, with a valid value
+        if name in m.reads:
+            _check_applicable(args, config)
+        else:
+            with pytest.raises(SystemExit, match=f"error: --{name.replace('_', '-')}.* does not apply to --method "
+                                                 f"{method}; it is used by: "):
+                _check_applicable(args, config)
 
 
 def test_unknown_method_lookup_lists_valid_choices():

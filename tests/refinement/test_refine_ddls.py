@@ -62,7 +62,7 @@ def test_noise_is_required_and_method_checked():
     ref = LangevinRefiner(Identity(), FlatCritic(), RefineConfig(method="ddls"), latent_prior="normal")
     with pytest.raises(ValueError, match="noise"):
         ref.step(ref.start(torch.zeros(1, 2)), 1)
-    with pytest.raises(ValueError, match="ddls"):
+    with pytest.raises(ValueError, match="runs a Langevin method, got 'latent' \\(a dot method\\)"):
         LangevinRefiner(Identity(), FlatCritic(), RefineConfig(method="latent"), latent_prior="normal")
     with pytest.raises(ValueError, match="valid choices: normal, uniform"):
         LangevinRefiner(Identity(), FlatCritic(), RefineConfig(method="ddls"), latent_prior="cauchy")

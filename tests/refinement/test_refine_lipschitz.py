@@ -45,16 +45,27 @@ def test_latent_k_eff_of_a_linear_generator():
     assert 0.97 < k_img <= 1.0 + 1e-6
 
 
-def test_mean_of_max_and_one():
-    draw = latent_ratio_sampler(Identity(), LinearCritic(torch.tensor([0.6, 0.8])), lambda z: z, _draw_normal(1, 2))
-    maxima_draw = _draw_normal(1, 2)
-    mean = estimate_k_eff("mean-of-max", draw, pairs=10, repeats=20)
-    # the same stream again, by hand: 20 maxima of 10 pairs each
-    critic = LinearCritic(torch.tensor([0.6, 0.8]))
-    by_hand = [float(pair_ratios(critic, lambda z: z, maxima_draw(10), maxima_draw(10)).max()) for _ in range(20)]
-    assert mean == pytest.approx(sum(by_hand) / 20, rel=1e-6)
-    assert mean < max(by_hand) <= 1.0 + 1e-6
-    assert estimate_k_eff("one", draw) == 1.0
+def test_mean_of_max_and_one_golden():
+    """Golden values on fixed ratio batches, not a re-run of the estimator: the maxima are 1.0 and 0.5."""
+    def fixed(batches):
+        it = iter(batches)
+        asked: list[int] = []
+
+        def draw(n):
+            asked.append(n)
+            return next(it)
+        return draw, asked
+
+    draw, asked = fixed([torch.tensor([0.2, 1.0, 0.5]), torch.tensor([0.25, 0.5, 0.1])])
+    assert estimate_k_eff("mean-of-max", draw, pairs=3, repeats=2) == pytest.approx(0.75)
+    assert asked == [3, 3]  # repeats draws of `pairs` ratios each
+    draw, asked = fixed([torch.tensor([0.2, 1.0, 0.5])])
+    assert estimate_k_eff("estimate", draw, pairs=3) == pytest.approx(1.0) and asked == [3]
+    # pairs from the origin to unit vectors at 0, 60, 90 degrees under D(x) = x_1: ratios |cos θ| = 1, 0.5, 0
+    unit = torch.tensor([[1.0, 0.0], [0.5, math.sqrt(3) / 2], [0.0, 1.0]])
+    ratios = pair_ratios(LinearCritic(torch.tensor([1.0, 0.0])), lambda v: v, torch.zeros(3, 2), unit)
+    assert torch.allclose(ratios, torch.tensor([1.0, 0.5, 0.0]), atol=1e-6)
+    assert estimate_k_eff("one", draw) == 1.0  # draws nothing
 
 
 def test_unknown_choice_and_degenerate_critic():

@@ -43,7 +43,9 @@ def _start(searcher: OptunaSearcher, link: StudyLink) -> tuple[Trial, dict, str]
 
 
 def _ids(trial_number: int, run_id: str) -> dict:
-    return {"optuna_trial": trial_number, "mlflow_run_id": run_id, "resumed_from_step": 0}
+    # trials alternate between two GPUs of one node, as Ray's fractional GPUs place them
+    return {"optuna_trial": trial_number, "mlflow_run_id": run_id, "resumed_from_step": 0,
+            "gpu": f"10.0.0.7:{trial_number % 2}"}
 
 
 def _train(trial_number: int, run_id: str, step: int, fid: float) -> dict:
@@ -59,7 +61,8 @@ def _final(trial_number: int, run_id: str, **metrics: float) -> dict:
 def test_messages_round_trip_through_rays_flat_dicts():
     train = TrainReport(**_ids(3, "r"), step=25, fid_intermediate=12.5, loss_d=0.5, loss_g=0.7)
     assert train.to_result() == {"phase": "train", "optuna_trial": 3, "mlflow_run_id": "r", "resumed_from_step": 0,
-                                 "step": 25, "fid_intermediate": 12.5, "loss_d": 0.5, "loss_g": 0.7}
+                                 "gpu": "10.0.0.7:1", "step": 25, "fid_intermediate": 12.5, "loss_d": 0.5,
+                                 "loss_g": 0.7}
     final = FinalReport(**_ids(3, "r"), train_steps=100, metrics={"fid": 9.0, "best_step": 2.0},
                         evaluator="e", evaluator_sha256="s")
     flat = final.to_result()
@@ -107,6 +110,8 @@ def test_complete_pruned_failed_and_errored_trials(tmp_path, uri):
     assert trials[1].params == c1["params"]
     assert trials[2].user_attrs["fail_reason"] == reason
     assert trials[3].user_attrs["fail_reason"].startswith("the Ray trial raised an error")
+    # the GPU each trial reported, from its first report (a final one for trial 2); none from a Ray error
+    assert [t.user_attrs.get("gpu") for t in trials] == ["10.0.0.7:0", "10.0.0.7:1", "10.0.0.7:0", None]
     runs = {int(r.data.tags["optuna.trial_number"]): r for r in trial_runs(link.study_run)}
     assert {n: (r.info.status, r.data.tags["optuna.state"]) for n, r in runs.items()} == {
         0: ("FINISHED", "COMPLETE"), 1: ("FINISHED", "PRUNED"), 2: ("FAILED", "FAIL"), 3: ("FAILED", "FAIL")}

@@ -33,6 +33,7 @@ def _nothing_written(tmp_path) -> None:
     (["--study", "gan", "--pruner", "asha"],
      "unknown pruner 'asha'; valid choices: median, percentile, hyperband, none"),
     (["--study", "gan", "--budget", "huge"], "unknown budget 'huge'; valid choices: smoke, small, full"),
+    (["--study", "gan", "--precision", "fp16"], "unknown precision 'fp16'; valid choices: fp32, tf32, bf16"),
     (["--study", "pareto", "--pruner", "median"], "Optuna cannot prune multi-objective studies; use --pruner none"),
     (["--resume", "--name", "ghost"], "cannot --resume study 'ghost': it does not exist in sqlite:///"),
     (["--study", "gan", "--trials", "0"], "--trials must be a positive integer"),
@@ -92,6 +93,9 @@ def test_too_many_gpus_is_one_line_from_the_real_cli(tmp_path, search_env):
 @pytest.mark.parametrize("argv, expected", [
     (["--study", "gan", "--max-concurrent", "0"], "--max-concurrent must be a positive integer, got 0"),
     (["--study", "gan", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0, got 0"),
+    (["--study", "gan", "--num-gpus", "-1"], "--num-gpus must be an integer >= 0, got -1"),
+    (["--study", "gan", "--num-gpus", "1", "--address", "auto"],
+     "with --address the cluster's nodes declare their own"),
     (["--study", "gan", "--dataset", "cifar10"], "unknown dataset 'cifar10'; valid choices: mnist, fashion-mnist"),
     (["--study", "gan", "--storage-path", "gcsfuse://b/p"], "unsupported scheme 'gcsfuse'; valid choices: a folder"),
     (["--study", "gan", "--tracking-uri", "file:///tmp/mlruns"], "use sqlite:///PATH.db or http://HOST:PORT"),

@@ -38,7 +38,7 @@ CURVES = [
 
 
 def _ids(number: int, run_id: str) -> dict:
-    return {"optuna_trial": number, "mlflow_run_id": run_id, "resumed_from_step": 0}
+    return {"optuna_trial": number, "mlflow_run_id": run_id, "resumed_from_step": 0, "gpu": ""}
 
 
 @pytest.fixture(scope="module")

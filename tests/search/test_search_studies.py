@@ -38,7 +38,7 @@ def test_every_study_samples_valid_configs_with_conditional_params(name):
         cfg = train_config(params, budget=BUDGETS["smoke"], seed=3)
         assert isinstance(cfg, TrainConfig) and cfg.steps == BUDGETS["smoke"].steps and cfg.seed == 3
         # conditional where the math is: exactly the options the loss declares
-        loss = get_loss(params["loss"])
+        loss = get_loss(params["loss"]).needs
         assert ("lambda_gp" in params) == loss.gradient_penalty
         assert ("clip_value" in params) == loss.clips_weights
         assert ("san_base" in params) == loss.san_head
