@@ -288,25 +288,26 @@ def gpu_matmul_rate(dtype_name: str, n: int = MATMUL_N, repeats: int = 10) -> fl
     ``repeats`` products, each timed with CUDA events after a warm-up."""
     import torch
 
+    from gan_models.precision import precision_scope
+
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here; TF32 would be another peak
+    # fp32 means IEEE fp32 here (TF32 would be another peak); bf16 tensors multiply in bf16 either way
     try:
-        a = torch.randn(n, n, device="cuda", dtype=dtype)
-        b = torch.randn(n, n, device="cuda", dtype=dtype)
-        for _ in range(3):
-            a @ b
-        best = math.inf
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            a @ b
-            end.record()
-            end.synchronize()
-            best = min(best, start.elapsed_time(end) / 1000.0)
-        return 2 * n**3 / best
+        with precision_scope("fp32", "cuda"):
+            a = torch.randn(n, n, device="cuda", dtype=dtype)
+            b = torch.randn(n, n, device="cuda", dtype=dtype)
+            for _ in range(3):
+                a @ b
+            best = math.inf
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                a @ b
+                end.record()
+                end.synchronize()
+                best = min(best, start.elapsed_time(end) / 1000.0)
+            return 2 * n**3 / best
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
         torch.cuda.empty_cache()
 
 

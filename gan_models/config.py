@@ -42,6 +42,10 @@ DEFAULT_LAMBDA_GP = 10.0
 DEFAULT_CLIP_VALUE = 0.01
 
 
+# a TrainConfig field that only some losses read -> the LossNeeds property that asks for it
+LOSS_OPTIONS = {"lambda_gp": "gradient_penalty", "clip_value": "clips_weights", "san_base": "san_head"}
+
+
 @dataclass(frozen=True)
 class LossNeeds:
     """What a loss needs of the trainer beyond its D and G losses, each with the config field it reads:
@@ -63,8 +67,7 @@ class LossNeeds:
     @property
     def options(self) -> tuple[str, ...]:
         """The TrainConfig fields this loss reads beyond ``loss`` (the search space's conditional parameters)."""
-        needs = (("lambda_gp", self.gradient_penalty), ("clip_value", self.clips_weights), ("san_base", self.san_head))
-        return tuple(name for name, needed in needs if needed)
+        return tuple(name for name, need in LOSS_OPTIONS.items() if getattr(self, need))
 
 
 # every loss, declared once; gan_models.losses.LOSSES gives each its d_loss and g_loss
@@ -169,7 +172,7 @@ class TrainConfig(FrozenConfig):
         _choice("loss", self.loss, FIELD_CHOICES["loss"])
         _choice("precision", self.precision, FIELD_CHOICES["precision"])
         needs = self.needs
-        for name in ("lambda_gp", "clip_value", "san_base"):
+        for name in LOSS_OPTIONS:
             if name not in needs.options and getattr(self, name) is not None:
                 users = [loss for loss, n in LOSS_NEEDS.items() if name in n.options]
                 raise ConfigError(f"{name} is only used by loss {' or '.join(map(repr, users))}, "

@@ -312,10 +312,8 @@ def train_gan(
         while trainer.step < config.steps:
             trainer.train_step()
             step, last = trainer.step, trainer.step == config.steps
-            if bar is not None and bar.due(step):  # a progress line shows losses: one sync
-                bar.update(step, **trainer.sync())
-            elif bar is not None:
-                bar.update(step)
+            if bar is not None:  # a progress line shows losses: one sync, only when a line is due
+                bar.update(step, **(trainer.sync() if bar.due(step) else {}))
             if step % SYNC_EVERY == 0:
                 trainer.sync()
             if checkpoint_path is not None and checkpoint_every and step % checkpoint_every == 0:

@@ -171,7 +171,7 @@ def run_trial(payload: TrialPayload, params: Mapping[str, Any], trial_number: in
     budget = get_budget(ctx.budget)
     run: TrialRun | None = None
     step = 0
-    gpu = gpu_identity()
+    gpu, device = gpu_identity(), _device(ctx)
     try:
         check_params(params)
         train_cfg = train_config(params, budget=budget, seed=ctx.seed, dataset=ctx.dataset, precision=ctx.precision)
@@ -180,8 +180,8 @@ def run_trial(payload: TrialPayload, params: Mapping[str, Any], trial_number: in
         run = TrialRun.open(ctx.study_run, study_name=ctx.study_name, trial_number=trial_number,
                             params={**params, "precision": ctx.precision, "gpus_per_trial": ctx.gpus_per_trial},
                             tags={"study": ctx.study, "budget": budget.name, "seed": ctx.seed,
-                                  "dataset": ctx.dataset, "gpu": gpu, **_device_tags(_device(ctx))})
-        return _train_and_score(payload, budget, train_cfg, refine_cfg, run, trial_number, reporter, gpu)
+                                  "dataset": ctx.dataset, "gpu": gpu, **_device_tags(device)})
+        return _train_and_score(payload, budget, train_cfg, refine_cfg, run, trial_number, reporter, gpu, device)
     except Exception as exc:  # noqa: BLE001 - a trial's error is its FAIL reason; retrying cannot heal it
         reason = _one_line(exc)
         if not isinstance(exc, DivergenceError):  # the full story goes to the trial's log, once
@@ -199,9 +199,8 @@ def run_trial(payload: TrialPayload, params: Mapping[str, Any], trial_number: in
 
 
 def _train_and_score(payload: TrialPayload, budget: Budget, train_cfg, refine_cfg, run: TrialRun,
-                     trial_number: int, reporter: Reporter, gpu: str) -> Report:
+                     trial_number: int, reporter: Reporter, gpu: str, device: str) -> Report:
     ctx = payload.context
-    device = _device(ctx)
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
     if device == "cuda":  # this trial's own peak, not the process's (a restarted actor may reuse it)
         torch.cuda.reset_peak_memory_stats()

@@ -16,6 +16,17 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, mnist_train) -> Path:
+    """A tiny real checkpoint (5 steps, seed 3) for the score CLI's tests."""
+    from gan_models import TrainConfig, train_gan
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    train_gan(TrainConfig(steps=5, batch_size=16, seed=3), images_u8=mnist_train.images[:512], checkpoint_path=path,
+              progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
 def evaluator_2k(data_root, cache_dir):
     from evaluation import Evaluator
 

@@ -15,7 +15,6 @@ import torch
 
 from evaluation.score import main as score_main
 from evaluation.train_classifier import main as train_classifier_main
-from gan_models import TrainConfig, Trainer
 
 from cli_runner import run_bad_input
 from test_eval_datasets import write_idx_dataset
@@ -23,16 +22,6 @@ from test_eval_datasets import write_idx_dataset
 NO_CUDA = not torch.cuda.is_available()
 UNWRITABLE = "/proc/gan-refine-search-test/dir"
 SUBPROCESS_CASES = {"evaluation.score": "text-file-as-checkpoint", "evaluation.train_classifier": "dataset-absent"}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, mnist_train) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    trainer = Trainer(TrainConfig(steps=2, batch_size=16, seed=0), mnist_train.images[:256])
-    for _ in range(2):
-        trainer.train_step()
-    trainer.save(path)
-    return path
 
 
 def _run_bad(module: str, main: Callable, case: str, argv: list[str], folder: Path, expected: str,

@@ -11,17 +11,7 @@ import torch
 
 import evaluation
 from evaluation.score import main, sample_generator
-from gan_models import TrainConfig, Trainer, load_models
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, mnist_train):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    trainer = Trainer(TrainConfig(steps=5, batch_size=16, seed=3), mnist_train.images[:512])
-    for _ in range(5):
-        trainer.train_step()
-    trainer.save(path)
-    return path
+from gan_models import load_models
 
 
 def _cli_args(checkpoint, data_root, cache_dir, *extra):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan_models import TrainConfig, Trainer
+from gan_models import TrainConfig, train_gan
 from refinement.run import main
 
 from cli_runner import run_bad_input
@@ -23,10 +23,8 @@ SUBPROCESS_CASE = "text-file-as-checkpoint"
 
 
 def _checkpoint(path: Path, images, **config) -> Path:
-    trainer = Trainer(TrainConfig(steps=2, batch_size=16, seed=0, **config), images)
-    for _ in range(2):
-        trainer.train_step()
-    trainer.save(path)
+    train_gan(TrainConfig(steps=2, batch_size=16, seed=0, **config), images_u8=images, checkpoint_path=path,
+              progress=False)
     return path
 
 
