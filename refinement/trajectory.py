@@ -89,6 +89,17 @@ def _inference_mode(*modules: nn.Module | None) -> Iterator[None]:
             p.requires_grad_(g)
 
 
+def _step_noise(shape: torch.Size, rng: torch.Generator, device: torch.device) -> Tensor:
+    """One step's N(0, I) noise for all n samples, drawn by a CPU generator so that a DDLS run gives
+    the same chain on every device (the CPU/GPU equality test relies on it). On CUDA the draw goes
+    through pinned memory and copies without blocking, so the host draws step t+1's noise while the
+    GPU still runs step t, instead of waiting for a pageable copy."""
+    noise = torch.randn(shape, generator=rng)  # [n, d]
+    if device.type != "cuda":
+        return noise.to(device)
+    return noise.pin_memory().to(device, non_blocking=True)
+
+
 def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
     for i in range(0, n, batch_size):
         yield i, min(i + batch_size, n)
@@ -186,7 +197,7 @@ def refine(
         for t in range(config.steps + 1):
             if t > 0:
                 began = time.perf_counter()
-                noise = torch.randn(state.v.shape, generator=noise_rng).to(device) if refiner.needs_noise else None
+                noise = _step_noise(state.v.shape, noise_rng, device) if refiner.needs_noise else None
                 with precision_scope(config.precision, device):
                     for i, j in _batches(n, batch_size):
                         refiner.step(state.rows(i, j), t, None if noise is None else noise[i:j])

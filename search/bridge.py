@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,11 +29,13 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from .budgets import get_budget
 from .messages import FailedReport, FinalReport, TrainReport, parse_result
+from .packing import RAN_FROM_ATTR
 from .resume import CHECKPOINT_ATTR, RESUME_FROM_ATTR
 from .samplers import make_pruner, make_sampler
 from .space import Narrowing
@@ -109,6 +112,14 @@ class StudyLink:
                 self.progress.trial_step(self.live[ray_trial_id].number, report.step)
         return report
 
+    def started(self, ray_trial_id: str, now: float) -> None:
+        """Ray started the trial's actor: its resources (a GPU share too) are held from here. Optuna's
+        own start is the ask, made while the trial may still wait for them. The first start is
+        kept: a trial restarted after a lost worker counts from when it first ran."""
+        trial = self.live.get(ray_trial_id)
+        if trial is not None and RAN_FROM_ATTR not in trial.user_attrs:
+            trial.set_user_attr(RAN_FROM_ATTR, now)
+
     def record_checkpoint(self, ray_trial, trial: optuna.Trial) -> None:
         """Keep the URI of the trial's latest Ray checkpoint in Optuna, which outlives the driver:
         after a lost driver or head, --resume reruns the trial from there (resume.py)."""
@@ -138,6 +149,16 @@ class StudyLink:
             log_study_summary(self.study_run, self.optuna_study, self.definition, get_budget(self.budget))
         except Exception as exc:  # noqa: BLE001 - any tracking failure; the study goes on
             print(f"warning: could not update MLflow for trial {trial.number}: {exc}", file=sys.stderr)
+
+
+class TrialStarts(Callback):
+    """Tells the link when Ray starts each trial's actor (a reused actor starts again per trial)."""
+
+    def __init__(self, link: StudyLink):
+        self.link = link
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.link.started(trial.trial_id, time.time())
 
 
 class OptunaSearcher(Searcher):

@@ -3,7 +3,8 @@
 A trial that asks for ``--gpus-per-trial 0.25`` lets Ray put four on one GPU; whether four really
 ran together depends on the CPUs, the trials' lengths and the scheduler. Each trial reports the GPU
 Ray gave it (``<node address>:<GPU id>``, Optuna user attr ``gpu``); its run is the interval from
-Optuna's start to its end. Per GPU:
+when Ray started its actor (user attr ``ran_from``, the driver's clock; Optuna's own start is the
+ask, which Ray makes ahead while the trial still waits for a GPU share) to Optuna's end. Per GPU:
 
     at_once(t) = #{trials i on the GPU : start_i <= t < end_i}
     max_at_once = max_t at_once(t)
@@ -14,9 +15,12 @@ Optuna's start to its end. Per GPU:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+RAN_FROM_ATTR = "ran_from"  # seconds since the epoch when Ray started the trial's actor
 
 
 @dataclass(frozen=True)
@@ -51,18 +55,30 @@ def trials_at_once(intervals: Sequence[tuple[float, float]]) -> tuple[int, float
     return peak, (weighted / busy if busy > 0 else 0.0), busy
 
 
+def _seconds(when: Any) -> float | None:
+    """Seconds since the epoch of a datetime (Optuna's naive local ones) or of a number; None for
+    a missing value (None, NaN, NaT)."""
+    if isinstance(when, (int, float)):
+        return float(when) if math.isfinite(when) else None
+    try:
+        return when.timestamp()
+    except (AttributeError, ValueError):  # None, or NaT in a table
+        return None
+
+
 def gpu_sharing(rows: Iterable[dict[str, Any]]) -> list[Sharing]:
-    """Per GPU, from trial rows holding ``gpu``, ``datetime_start`` and ``datetime_complete``
-    (Optuna's datetimes; a row without a GPU or not finished is skipped)."""
+    """Per GPU, from trial rows holding ``gpu``, ``ran_from`` (falling back to Optuna's
+    ``datetime_start`` where a trial has none) and ``datetime_complete``; a row without a GPU or
+    not finished is skipped."""
     by_gpu: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
-        gpu, start, end = row.get("gpu"), row.get("datetime_start"), row.get("datetime_complete")
+        gpu, end = row.get("gpu"), _seconds(row.get("datetime_complete"))
+        start = _seconds(row.get(RAN_FROM_ATTR))
+        if start is None:
+            start = _seconds(row.get("datetime_start"))
         if not isinstance(gpu, str) or not gpu or start is None or end is None:
             continue
-        try:
-            by_gpu.setdefault(gpu, []).append((start.timestamp(), end.timestamp()))
-        except (AttributeError, ValueError):  # NaT / a missing timestamp in a table
-            continue
+        by_gpu.setdefault(gpu, []).append((start, end))
     out = []
     for gpu, intervals in sorted(by_gpu.items()):
         peak, mean, busy = trials_at_once(intervals)
@@ -83,3 +99,31 @@ def sharing_lines(sharing: Sequence[Sharing]) -> list[str]:
     """One line per GPU for the study's printed outcome."""
     return [f"GPU {s.gpu}: {s.trials} trials, up to {s.max_at_once} at once "
             f"(mean {s.mean_at_once:.2f} over {s.busy_s:.0f} s busy)" for s in sharing]
+
+
+def trials_per_node(resources: Mapping[str, float], *, cpus_per_trial: float, gpus_per_trial: float) -> tuple[int, int]:
+    """(trials at once that the node's CPUs allow, trials at once that its GPUs allow) for one
+    node's Ray resources. Ray counts resources in units of 1e-4, so 3 x 0.3333 fits one GPU."""
+    if not (cpus_per_trial > 0 and gpus_per_trial > 0):
+        raise ValueError(f"both requests must be > 0, got cpus_per_trial={cpus_per_trial:g}, "
+                         f"gpus_per_trial={gpus_per_trial:g}")
+    return (math.floor(resources.get("CPU", 0.0) / cpus_per_trial + 1e-6),
+            math.floor(resources.get("GPU", 0.0) / gpus_per_trial + 1e-6))
+
+
+def cpu_bound_note(nodes: Iterable[Mapping[str, float]], *, cpus_per_trial: float,
+                   gpus_per_trial: float) -> str | None:
+    """A note when a GPU node's CPUs, not its GPUs, cap how many trials share its GPUs: the GPU
+    hours are paid for either way, so the user hears which --cpus-per-trial would fill them."""
+    if not 0 < gpus_per_trial < 1:
+        return None
+    for res in nodes:
+        by_cpu, by_gpu = trials_per_node(res, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+        if by_gpu >= 1 and by_cpu < by_gpu:
+            fill = math.floor(res.get("CPU", 0.0) / by_gpu * 100) / 100  # rounded down, so all by_gpu fit
+            advice = (f"--cpus-per-trial {fill:g} would fill them" if fill > 0 else
+                      "the node has fewer CPUs than trials its GPUs could take")
+            return (f"CPUs cap GPU sharing: a node with {res.get('GPU', 0.0):g} GPUs and {res.get('CPU', 0.0):g} "
+                    f"CPUs runs {by_cpu} trials at once where --gpus-per-trial {gpus_per_trial:g} fits {by_gpu}; "
+                    f"{advice}")
+    return None

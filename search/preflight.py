@@ -160,6 +160,16 @@ def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, placement: 
                          f"({cpus:g}); lower it")
 
 
+def sharing_note(*, cpus_per_trial: float, gpus_per_trial: float) -> str | None:
+    """Whether the alive nodes' CPUs keep fractional-GPU trials from filling their GPUs."""
+    import ray
+
+    from .packing import cpu_bound_note
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return cpu_bound_note(nodes, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+
+
 def trial_nodes(cpus_per_trial: float, gpus_per_trial: float) -> list[dict]:
     """The alive nodes whose resources can hold one trial."""
     import ray

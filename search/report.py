@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from .packing import gpu_sharing, sharing_metrics
+from .packing import RAN_FROM_ATTR, gpu_sharing, sharing_metrics
 from .studies import Study
 
 METRIC_COLUMNS = ("fid", "fid_before", "precision", "recall", "density", "coverage", "class_coverage",
@@ -206,7 +206,8 @@ def study_summary(study: optuna.Study, study_def: Study, steps_per_trial: int) -
     if starts and ends:
         metrics["wall_time_s"] = (max(ends) - min(starts)).total_seconds()
     metrics.update(sharing_metrics(gpu_sharing(
-        {"gpu": t.user_attrs.get("gpu"), "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
+        {"gpu": t.user_attrs.get("gpu"), RAN_FROM_ATTR: t.user_attrs.get(RAN_FROM_ATTR),
+         "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
         for t in finished)))
     tags: dict[str, str] = {}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -387,7 +387,7 @@ def start_ray(opts: SearchOptions, stores: Stores, placement) -> list[str]:
 
     import ray
 
-    from .preflight import PreflightError, check_resources, probe_nodes
+    from .preflight import PreflightError, check_resources, probe_nodes, sharing_note
 
     try:
         if placement.cluster:
@@ -401,7 +401,8 @@ def start_ray(opts: SearchOptions, stores: Stores, placement) -> list[str]:
         notes = [check_resources(cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
                                  placement=placement),
                  probe_nodes(stores.storage_path, stores.tracking_uri, cpus_per_trial=opts.cpus_per_trial,
-                             gpus_per_trial=opts.gpus_per_trial, placement=placement)]
+                             gpus_per_trial=opts.gpus_per_trial, placement=placement),
+                 sharing_note(cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial)]
     except PreflightError as exc:
         ray.shutdown()
         raise SearchError(str(exc)) from None
@@ -536,7 +537,7 @@ def _trial_dirname(trial) -> str:
 def _tuner(opts: SearchOptions, link, payload, *, name: str, session: int, storage_path: str):
     from ray import tune
 
-    from .bridge import OptunaPruningScheduler, OptunaSearcher
+    from .bridge import OptunaPruningScheduler, OptunaSearcher, TrialStarts
     from .trial import ray_trainable
 
     # with_parameters puts the payload (data, evaluator, embedders) in Ray's object store once;
@@ -551,7 +552,7 @@ def _tuner(opts: SearchOptions, link, payload, *, name: str, session: int, stora
             reuse_actors=True,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
-            callbacks=[link.progress],
+            callbacks=[link.progress, TrialStarts(link)],
             # one Ray experiment per driver session; the study's record is Optuna's storage
             name=f"{name}-session{session:03d}", storage_path=storage_path, verbose=opts.verbose,
             # only a lost worker raises here: a trial's own errors end it as FAIL (trial.py)

@@ -19,6 +19,9 @@ def test_optuna_study_lives_in_postgres(pg_database, postgres_server):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="dot_latent", storage=pg_database, direction="minimize")
+    # Fixed points, not sampled ones: the golden best value below must not depend on a draw.
+    for x in (-1.0, 0.25, 0.75):
+        study.enqueue_trial({"x": x})
     study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.5) ** 2, n_trials=3)
     trial = study.ask()
     trial.report(12.5, step=100)
@@ -26,10 +29,11 @@ def test_optuna_study_lives_in_postgres(pg_database, postgres_server):
 
     # Another process (the resumed driver on a new head) loads the same study from the database.
     code = ("import optuna, sys; s = optuna.load_study(study_name='dot_latent', storage=sys.argv[1]); "
-            "print(len(s.trials), sum(t.state.name == 'PRUNED' for t in s.trials), s.best_value < 1)")
+            "print(len(s.trials), sum(t.state.name == 'PRUNED' for t in s.trials), s.best_value, s.best_params['x'])")
     out = subprocess.run([sys.executable, "-c", code, pg_database], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["4", "1", "True"]
+    # Both 0.25 and 0.75 score 0.0625; the first one told is the best.
+    assert out.stdout.split() == ["4", "1", "0.0625", "0.25"]
 
     # ... and it really is PostgreSQL that holds it.
     with postgres_server.connect(make_url(pg_database).database) as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import time
 
 import optuna
 import pytest
@@ -13,7 +14,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from search.bridge import OptunaPruningScheduler, OptunaSearcher, StudyLink
+from search.bridge import OptunaPruningScheduler, OptunaSearcher, StudyLink, TrialStarts
 from search.messages import FailedReport, FinalReport, Phase, TrainReport, final_metric_names, parse_result
 from search.studies import get_study
 from search.tracking import TrialRun, open_study_run, trial_runs
@@ -185,3 +186,20 @@ def test_an_interrupted_trial_is_enqueued_again_with_its_checkpoint(tmp_path, ur
     assert c1["resume_from"] == "s3://bucket/ray/trial_0000/checkpoint_000003"
     rerun = optuna.load_study(study_name="bridge", storage=link.storage).trials[1]
     assert rerun.user_attrs["retry_of"] == 0 and rerun.user_attrs[RESUME_FROM_ATTR].endswith("checkpoint_000003")
+
+
+def test_trial_starts_record_when_ray_first_ran_each_trial(tmp_path, uri):
+    """Ray asks the searcher ahead, while the trial still waits for resources: the start that
+    search.packing counts is Ray's on_trial_start, kept from the first time (a restart keeps it)."""
+    link = _link(tmp_path, uri, "gan", "none", 2)
+    searcher, starts = OptunaSearcher(link), TrialStarts(link)
+    t0, _, _ = _start(searcher, link)
+    t1, _, _ = _start(searcher, link)  # asked, not yet started
+    starts.on_trial_start(iteration=1, trials=[t0, t1], trial=t0)
+    link.started(t0.trial_id, 1_000.0)  # a restart after a lost worker: the first start stays
+    link.started("not-a-live-trial", 5.0)  # a trial the searcher no longer tracks: ignored
+    trials = link.optuna_study.get_trials(deepcopy=False)
+    assert abs(trials[0].user_attrs["ran_from"] - time.time()) < 60
+    assert "ran_from" not in trials[1].user_attrs
+    link.started(t1.trial_id, 1_000.0)
+    assert link.optuna_study.get_trials(deepcopy=False)[1].user_attrs["ran_from"] == 1_000.0

@@ -73,3 +73,20 @@ def test_resources_now_or_from_the_autoscaler(tmp_path, monkeypatch):
             check_resources(cpus_per_trial=8, gpus_per_trial=0, placement=here)
     finally:
         ray.shutdown()
+
+
+def test_sharing_note_reads_the_live_nodes():
+    """A real local Ray with 2 CPUs and 1 logical GPU: four trials per GPU asked, two fit the CPUs."""
+    import ray
+
+    from search.preflight import sharing_note
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        assert sharing_note(cpus_per_trial=1, gpus_per_trial=0.25) == (
+            "CPUs cap GPU sharing: a node with 1 GPUs and 2 CPUs runs 2 trials at once where "
+            "--gpus-per-trial 0.25 fits 4; --cpus-per-trial 0.5 would fill them")
+        assert sharing_note(cpus_per_trial=0.5, gpus_per_trial=0.25) is None
+        assert sharing_note(cpus_per_trial=1, gpus_per_trial=0) is None
+    finally:
+        ray.shutdown()
