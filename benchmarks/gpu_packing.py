@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import count_flops, machine, matmul_rate, write_json
-from search.packing import RAN_FROM_ATTR, trials_at_once
+from search.packing import RAN_FROM_ATTR, run_interval, trials_at_once
 
 GOAL_SPEEDUP = 3.0
 REHEARSAL_DEVICE = "cpu rehearsal: not GPU figures"
@@ -222,9 +222,10 @@ def read_trials(storage: str, name: str) -> list[dict[str, Any]]:
              "train_steps": int(t.user_attrs.get("train_steps", 0)), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
              "gpu": t.user_attrs.get("gpu"),  # the GPU Ray gave the trial, where search.run records it
              "start": t.datetime_start, "end": t.datetime_complete,
-             # when Ray started its actor; the ask (start) may come while it still waits for a GPU share
-             "ran_from": (dt.datetime.fromtimestamp(t.user_attrs[RAN_FROM_ATTR]) if RAN_FROM_ATTR in t.user_attrs
-                          else t.datetime_start)}
+             # seconds from when Ray started its actor (the ask, start, may come while it still
+             # waits for a GPU share) to its end, as the study counts them
+             "run_s": run_interval({RAN_FROM_ATTR: t.user_attrs.get(RAN_FROM_ATTR),
+                                    "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete})}
             for t in study.get_trials(deepcopy=False)]
 
 
@@ -330,8 +331,7 @@ def summarize_level(level: dict[str, Any], peaks: dict[str, float | None], base_
     start, end = min(t["start"] for t in timed), max(t["end"] for t in timed)
     wall = (end - start).total_seconds()
     completed = sum(t["state"] == "COMPLETE" for t in trials)
-    peak, mean, _ = trials_at_once([((t["ran_from"] - start).total_seconds(), (t["end"] - start).total_seconds())
-                                    for t in timed])
+    peak, mean, _ = trials_at_once([t["run_s"] for t in timed])
     tph = trials_per_hour(completed, wall)
     flop_rate = level["train_flops"] / wall if wall > 0 else None
     smi = level["smi"]
@@ -344,9 +344,9 @@ def summarize_level(level: dict[str, Any], peaks: dict[str, float | None], base_
         "gpu": None if smi is None else {**summarize_gpu(smi["samples"], start, end), "errors": smi["errors"]},
         "train_flops": level["train_flops"], "train_flop_rate": flop_rate,
         "flop_share": {name: ratio(flop_rate, rate) for name, rate in peaks.items()},
-        "trials": [{k: v for k, v in t.items() if k not in ("start", "end", "ran_from")}
-                   | {key: t[key].isoformat() if t[key] else None for key in ("start", "ran_from", "end")}
-                   for t in trials],
+        "trials": [{k: v for k, v in t.items() if k not in ("start", "end")}
+                   | {"start": t["start"].isoformat() if t["start"] else None,
+                      "end": t["end"].isoformat() if t["end"] else None} for t in trials],
     }
 
 

@@ -66,19 +66,24 @@ def _seconds(when: Any) -> float | None:
         return None
 
 
+def run_interval(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    """[start, end) in seconds of a trial row holding ``ran_from`` (falling back to Optuna's
+    ``datetime_start`` where a trial has none) and ``datetime_complete``; None while it runs."""
+    start, end = _seconds(row.get(RAN_FROM_ATTR)), _seconds(row.get("datetime_complete"))
+    if start is None:
+        start = _seconds(row.get("datetime_start"))
+    return None if start is None or end is None else (start, end)
+
+
 def gpu_sharing(rows: Iterable[dict[str, Any]]) -> list[Sharing]:
-    """Per GPU, from trial rows holding ``gpu``, ``ran_from`` (falling back to Optuna's
-    ``datetime_start`` where a trial has none) and ``datetime_complete``; a row without a GPU or
-    not finished is skipped."""
+    """Per GPU, from trial rows holding ``gpu`` and what ``run_interval`` reads; a row without a
+    GPU or not finished is skipped."""
     by_gpu: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
-        gpu, end = row.get("gpu"), _seconds(row.get("datetime_complete"))
-        start = _seconds(row.get(RAN_FROM_ATTR))
-        if start is None:
-            start = _seconds(row.get("datetime_start"))
-        if not isinstance(gpu, str) or not gpu or start is None or end is None:
+        gpu, interval = row.get("gpu"), run_interval(row)
+        if not isinstance(gpu, str) or not gpu or interval is None:
             continue
-        by_gpu.setdefault(gpu, []).append((start, end))
+        by_gpu.setdefault(gpu, []).append(interval)
     out = []
     for gpu, intervals in sorted(by_gpu.items()):
         peak, mean, busy = trials_at_once(intervals)
