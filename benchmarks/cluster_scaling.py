@@ -8,7 +8,7 @@ checkpoint storage), so the only difference is the placement:
 - ``one_node``:  a Ray head with ``--cpus`` CPUs that runs every trial;
 - ``two_nodes``: a head with no CPU (only the driver) and two worker nodes with ``--cpus / 2``
   CPUs each, each in its own mount namespace with the driver's folders hidden (benchmarks/
-  loopback_cluster.py): trials get everything through Ray's object store.
+  tests/loopback_cluster.py, the harness the multi-node tests use): trials get everything through Ray's object store.
 
 Reported per run: the study's wall time (first trial start to last trial end, Optuna's timestamps),
 the driver's whole time, and per trial the time spent outside its trainable (Optuna's trial
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import machine, write_json
-from benchmarks.loopback_cluster import LoopbackCluster, can_isolate, start_mlflow_server, stop_process_group
+from tests.loopback_cluster import LoopbackCluster, can_isolate, start_mlflow_server, stop_process_group
 
 GOAL_WALL_LOSS = 0.15
 SPACE = "params:\n  architecture: mlp\n  n_critic: 1\n  batch_size: 64\n  loss: [bce, hinge]\n"

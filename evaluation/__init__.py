@@ -15,7 +15,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("CACHE_ENV", "resolve_cache_dir"), "cache"),
     **dict.fromkeys(("EVALUATOR_DIR_ENV", "ROLES", "ClassifierInfo", "LeNet", "WeightsError", "load_classifier",
                      "resolve_classifier", "resolve_evaluator_dir"), "classifier"),
-    **dict.fromkeys(("METRIC_GROUPS", "SCORING_SPACES", "Evaluator", "check_samples", "score"), "evaluator"),
+    **dict.fromkeys(("METRIC_GROUPS", "SCORE_KEYS", "SCORING_SPACES", "Evaluator", "check_samples", "score"),
+                    "evaluator"),
     **dict.fromkeys(("FEATURE_SPACES", "VGG16_WEIGHTS_ENV", "FeatureSpace", "feature_extractor"), "features"),
     **dict.fromkeys(("CLASS_PRESENT_RATIO", "K_DENSITY_COVERAGE", "K_PRECISION_RECALL", "class_histogram",
                      "class_metrics", "frechet_distance", "gaussian_stats", "knn_radii", "prdc", "sqrtm_psd"),
@@ -25,7 +26,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "EVALUATOR_DIR_ENV", "resolve_evaluator_dir",
     "CACHE_ENV", "CLASS_PRESENT_RATIO", "ClassifierInfo", "Evaluator", "FEATURE_SPACES", "FeatureSpace",
-    "K_DENSITY_COVERAGE", "K_PRECISION_RECALL", "LeNet", "METRIC_GROUPS", "ROLES", "SCORING_SPACES",
+    "K_DENSITY_COVERAGE", "K_PRECISION_RECALL", "LeNet", "METRIC_GROUPS", "ROLES", "SCORE_KEYS", "SCORING_SPACES",
     "VGG16_WEIGHTS_ENV", "WeightsError", "check_samples", "class_histogram", "class_metrics",
     "feature_extractor", "frechet_distance", "gaussian_stats", "knn_radii", "load_classifier", "prdc",
     "resolve_cache_dir", "resolve_classifier", "score", "sqrtm_psd",

@@ -40,6 +40,8 @@ from .metrics import (
 
 METRIC_GROUPS = ("fid", "prdc", "class")
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
+# every score of a full evaluation in its first feature space, in the order tables show them
+SCORE_KEYS = ("fid", *PRDC_KEYS, "class_coverage", "class_kl")
 RANGE_TOLERANCE = 1e-3  # tanh outputs and float round-off stay inside; [0, 255] images do not
 REAL_SUBSET = "randperm-seed0"  # n_real < split size: the first n_real of a seed-0 permutation
 SCORING_SPACES = tuple(name for name, s in FEATURE_SPACES.items() if s.scoring)

@@ -14,7 +14,7 @@ import json
 import math
 import sys
 import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # light modules only: torch and the evaluator are imported where used (main() after parsing: fast --help)
 from gan_models.cli import OneLineArgumentParser, cli_prog
@@ -104,7 +104,7 @@ def _fail(message: str) -> SystemExit:
     return SystemExit(f"error: {message}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog=cli_prog("evaluation.score"), description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="checkpoint file written by gan_models.train")
     p.add_argument("--n", type=int, default=10000, help="generated samples (default 10000)")
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma list of {','.join(METRIC_GROUP_NAMES)} "
                         f"(default: all; class only with a classifier space)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--raw-generator", action="store_true",
+                   help="score G's own weights, not its weight average (when the run kept one)")
     p.add_argument("--data-root", default=None, help="MNIST-family data folder (default $GAN_DATA_ROOT)")
     p.add_argument("--cache-dir", default=None, help=f"real-statistics cache (default ${CACHE_ENV_NAME} or ~/.cache)")
     p.add_argument("--evaluator-dir", default=None,
@@ -125,13 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=1000)
-    args = p.parse_args(argv)
-    from gan_models import CheckpointError, DataNotFoundError, load_models
-    from gan_models.checkpoint import OutputDirError, check_writable_dir
-    from gan_models.trainer import check_device
+    return p
 
-    from .cache import resolve_cache_dir
-    from .evaluator import SCORING_SPACES, Evaluator
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .evaluator import SCORING_SPACES
 
     features = _csv(args.features)
     try:
@@ -144,11 +145,34 @@ def main(argv: list[str] | None = None) -> int:
             raise _fail(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
     if args.vgg16_weights is not None and "vgg16" not in features:
         raise _fail(f"--vgg16-weights applies only to --features vgg16, got --features {','.join(features)}")
+    models, evaluator, result = _score_checkpoint(args, features, metrics)
+    cfg = models.config
+    result = {"checkpoint": args.checkpoint, "step": models.step, "dataset": cfg.dataset, "split": args.split,
+              "features": features, "seed": args.seed, "averaged_generator": models.averaged, **result}
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                          for k, v in result.items()}, indent=2))
+    else:
+        which = ", weight average" if models.averaged else ""
+        print(f"{args.checkpoint} (step {models.step}{which}, {cfg.dataset}, {args.split} split)")
+        print(format_table(result, evaluator.spaces))
+    return 0
+
+
+def _score_checkpoint(args, features: list[str], metrics: list[str]):
+    """(models, evaluator, scores) of the checkpoint's sampling generator; bad input ends in one line."""
+    from gan_models import CheckpointError, DataNotFoundError, load_models
+    from gan_models.checkpoint import OutputDirError, check_writable_dir
+    from gan_models.trainer import check_device
+
+    from .cache import resolve_cache_dir
+    from .evaluator import Evaluator
+
     try:
         # the device before torch.load, whose CUDA error would read as a corrupt file
         device = check_device(args.device, what="--device")
         check_writable_dir(resolve_cache_dir(args.cache_dir), what="--cache-dir")
-        models = load_models(args.checkpoint, device=device)
+        models = load_models(args.checkpoint, device=device, raw=args.raw_generator)
         if models.generator is None:
             raise _fail(f"checkpoint {args.checkpoint} holds no generator")
         cfg = models.config
@@ -159,19 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         samples = sample_generator(models.generator, args.n, latent_dim=cfg.latent_dim, latent_prior=cfg.latent_prior,
                                    seed=args.seed, batch_size=args.batch_size, device=device)
-        result: dict[str, Any] = evaluator.score(samples)
+        return models, evaluator, evaluator.score(samples)
     except (CheckpointError, DataNotFoundError, OutputDirError, ValueError, RuntimeError, OSError) as exc:
         text = str(exc).strip()
         raise _fail(text.splitlines()[0] if text else type(exc).__name__) from None
-    result = {"checkpoint": args.checkpoint, "step": models.step, "dataset": cfg.dataset, "split": args.split,
-              "features": features, "seed": args.seed, **result}
-    if args.json:
-        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                          for k, v in result.items()}, indent=2))
-    else:
-        print(f"{args.checkpoint} (step {models.step}, {cfg.dataset}, {args.split} split)")
-        print(format_table(result, evaluator.spaces))
-    return 0
 
 
 if __name__ == "__main__":

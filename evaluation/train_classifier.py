@@ -208,7 +208,7 @@ def _shipped(dataset: str, role: str, folder: Path) -> bool:
     return folder.resolve() != WEIGHTS_DIR and manifest_key(dataset, role) in read_manifest(WEIGHTS_DIR)["models"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog=cli_prog("evaluation.train_classifier"), description=__doc__.splitlines()[0])
     p.add_argument("--dataset", action="append", choices=list(DATASETS),
                    help="dataset to train for (repeatable); default: every one whose data is present")
@@ -222,13 +222,16 @@ def main(argv: list[str] | None = None) -> int:
                         f"else ~/.cache/gan-refine-search/evaluators)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (fixed for bit-reproducible weights)")
     p.add_argument("--force", action="store_true", help="retrain and overwrite existing weights files")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     import torch
 
-    from gan_models import load_images
     from gan_models.checkpoint import OutputDirError, check_writable_dir
 
-    from .classifier import ROLES, WEIGHTS_DIR, file_sha256, resolve_evaluator_dir, weights_filename
+    from .classifier import ROLES, resolve_evaluator_dir, weights_filename
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     try:
@@ -244,9 +247,23 @@ def main(argv: list[str] | None = None) -> int:
     except OutputDirError as exc:
         raise SystemExit(f"error: {exc}") from None
     torch.set_num_threads(args.threads)
+    plan = _plan(args, roles, folder)  # what to train, and its data: a bad dataset fails before anything is written
+    for dataset, train_set, test_set, todo in plan:
+        for role in todo:
+            _train_one(dataset, role, train_set, test_set, args, folder)
+    if not plan and not args.dataset and not any((folder / weights_filename(d, r)).exists() or _shipped(d, r, folder)
+                                                 for d in DATASETS for r in roles):
+        raise SystemExit("error: no dataset found to train on; point --data-root (or GAN_DATA_ROOT) at the data")
+    return 0
 
-    # What to train, and its data, before any training: a bad dataset fails before anything is written.
-    plan: list[tuple[str, ImageSet, ImageSet, list[str]]] = []
+
+def _plan(args, roles: list[str], folder: Path) -> list[tuple[str, ImageSet, ImageSet, list[str]]]:
+    """(dataset, train set, test set, roles to train) for every dataset with something to train."""
+    from gan_models import load_images
+
+    from .classifier import WEIGHTS_DIR, weights_filename
+
+    plan = []
     for dataset in args.dataset or list(DATASETS):
         todo = []
         for role in roles:
@@ -272,26 +289,26 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: --batch-size {args.batch_size} exceeds the {len(train_set)} train images of "
                              f"{dataset}; valid: 1 to {len(train_set)}")
         plan.append((dataset, train_set, test_set, todo))
+    return plan
 
-    for dataset, train_set, test_set, todo in plan:
-        for role in todo:
-            config = ClassifierTrainConfig(seed=ROLES[role], epochs=args.epochs, batch_size=args.batch_size)
-            print(f"training {dataset} {role} (seed {config.seed}, {config.epochs} epochs, {args.threads} thread(s))")
-            t0 = time.perf_counter()
-            net = train_classifier(train_set.images, train_set.labels, config, log=print)
-            acc = accuracy(net, test_set.images, test_set.labels)
-            minimum = MIN_TEST_ACCURACY.get(dataset, 0.0)
-            if acc < minimum:
-                raise SystemExit(f"error: {dataset} {role} reached test accuracy {acc:.4f} < {minimum}; "
-                                 f"nothing written (try more --epochs)")
-            saved = save_weights(net, dataset=dataset, role=role, config=config, test_accuracy=acc,
-                                 threads=args.threads, weights_dir=folder)
-            print(f"  test accuracy {acc:.4f}; wrote {saved} ({saved.stat().st_size / 1e6:.2f} MB, "
-                  f"sha256 {file_sha256(saved)[:12]}...) in {time.perf_counter() - t0:.0f} s")
-    if not plan and not args.dataset and not any((folder / weights_filename(d, r)).exists() or _shipped(d, r, folder)
-                                                 for d in DATASETS for r in roles):
-        raise SystemExit("error: no dataset found to train on; point --data-root (or GAN_DATA_ROOT) at the data")
-    return 0
+
+def _train_one(dataset: str, role: str, train_set: ImageSet, test_set: ImageSet, args, folder: Path) -> None:
+    """Train one role's classifier; write its weights only if it reaches the dataset's minimum test accuracy."""
+    from .classifier import ROLES, file_sha256
+
+    config = ClassifierTrainConfig(seed=ROLES[role], epochs=args.epochs, batch_size=args.batch_size)
+    print(f"training {dataset} {role} (seed {config.seed}, {config.epochs} epochs, {args.threads} thread(s))")
+    t0 = time.perf_counter()
+    net = train_classifier(train_set.images, train_set.labels, config, log=print)
+    acc = accuracy(net, test_set.images, test_set.labels)
+    minimum = MIN_TEST_ACCURACY.get(dataset, 0.0)
+    if acc < minimum:
+        raise SystemExit(f"error: {dataset} {role} reached test accuracy {acc:.4f} < {minimum}; "
+                         f"nothing written (try more --epochs)")
+    saved = save_weights(net, dataset=dataset, role=role, config=config, test_accuracy=acc, threads=args.threads,
+                         weights_dir=folder)
+    print(f"  test accuracy {acc:.4f}; wrote {saved} ({saved.stat().st_size / 1e6:.2f} MB, "
+          f"sha256 {file_sha256(saved)[:12]}...) in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

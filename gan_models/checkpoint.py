@@ -106,15 +106,19 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
 
 @dataclass
 class LoadedModels:
-    """Networks rebuilt from a checkpoint, in eval mode. Either network may be absent."""
+    """Networks rebuilt from a checkpoint, in eval mode. Either network may be absent.
+
+    ``generator`` is the one that samples: the weight average (gan_models.ema) when the run kept one,
+    unless ``load_models(raw=True)`` asked for G's own weights; ``averaged`` says which it is."""
 
     config: TrainConfig
     step: int
     generator: nn.Module | None
     discriminator: Discriminator | None
+    averaged: bool = False
 
 
-def load_models(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedModels:
+def load_models(path: str | os.PathLike, *, device: str | torch.device = "cpu", raw: bool = False) -> LoadedModels:
     payload = load_checkpoint(path, map_location=device)
     try:
         config = TrainConfig.from_dict(payload["config"])
@@ -133,7 +137,8 @@ def load_models(path: str | os.PathLike, *, device: str | torch.device = "cpu") 
                                   f"{str(exc).splitlines()[0]}") from None
         return net.eval()
 
-    generator = restore("generator", build_generator)
+    averaged = not raw and payload.get("generator_ema") is not None
+    generator = restore("generator_ema" if averaged else "generator", build_generator)
     discriminator = restore("discriminator", build_discriminator)
     return LoadedModels(config=config, step=int(payload.get("step", 0)),
-                        generator=generator, discriminator=discriminator)
+                        generator=generator, discriminator=discriminator, averaged=averaged)

@@ -148,7 +148,7 @@ class TrainConfig(FrozenConfig):
     width: float = 1.0
     spectral_norm: bool = False
     dropout: float = 0.0
-    batch_norm: bool = False
+    batch_norm: bool = False  # in G (the course's G has none)
     # objective
     loss: LossName = "bce"
     san_base: SanBaseName | None = None
@@ -162,6 +162,7 @@ class TrainConfig(FrozenConfig):
     beta2: float = 0.999
     batch_size: int = 64
     steps: int = 2000  # generator updates; each follows n_critic discriminator updates
+    ema_decay: float = 0.0  # β of the generator's weight average (gan_models.ema); 0: off, sample from G itself
     seed: int = 0
     precision: PrecisionName = "fp32"
 
@@ -191,12 +192,17 @@ class TrainConfig(FrozenConfig):
             v = getattr(self, name)
             if not is_finite(v) or v <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
-        for name in ("beta1", "beta2", "dropout"):
+        for name in ("beta1", "beta2", "dropout", "ema_decay"):
             v = getattr(self, name)
             if not is_finite(v) or not 0 <= v < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {v!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+
+    @property
+    def images_per_step(self) -> int:
+        """Real images one generator step consumes: n_critic discriminator updates of batch_size each."""
+        return self.batch_size * self.n_critic
 
     @property
     def needs(self) -> LossNeeds:

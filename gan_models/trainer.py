@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from torch import Tensor
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import BatchSampler, load_images
+from .ema import ema_copy, ema_decay_at, update_ema_
 from .losses import clip_weights_, discriminator_objective, generator_objective, get_loss
 from .networks import build_discriminator, build_generator, sample_latent
 from .precision import precision_scope
@@ -94,6 +95,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # network init, then dropout masks
         self.G = build_generator(config.network).to(self.device)
         self.D = build_discriminator(config.network).to(self.device)
+        # the weight average that samples by default (gan_models.ema); None when ema_decay is 0
+        self.G_ema = ema_copy(self.G) if config.ema_decay > 0 else None
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas, **_ADAM_IMPL)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas, **_ADAM_IMPL)
@@ -164,6 +167,8 @@ class Trainer:
         assert x_fake is not None and loss_d is not None  # n_critic >= 1 (TrainConfig)
         loss_g = self._g_step(x_fake)
         self.step += 1
+        if self.G_ema is not None:
+            update_ema_(self.G_ema, self.G, ema_decay_at(self.config.ema_decay, self.step))
         self._pending.append((self.step, loss_d, loss_g))
         return {"loss_d": loss_d, "loss_g": loss_g}
 
@@ -189,18 +194,25 @@ class Trainer:
         self.sync()
         return self._history
 
+    @property
+    def generator(self) -> torch.nn.Module:
+        """The generator that samples: the weight average when the config keeps one, else G itself."""
+        return self.G_ema if self.G_ema is not None else self.G
+
     @torch.no_grad()
-    def sample(self, n: int, *, seed: int = 0) -> Tensor:
-        """n images [n, 1, 28, 28] in [-1, 1] from fixed latents (eval mode; state unchanged).
+    def sample(self, n: int, *, seed: int = 0, raw: bool = False) -> Tensor:
+        """n images [n, 1, 28, 28] in [-1, 1] from fixed latents (eval mode; state unchanged), drawn by
+        ``generator`` (the weight average when there is one); ``raw=True`` draws from G's own weights.
 
         The latents come from a CPU generator, so a seed gives the same latents on every device."""
-        was_training = self.G.training
-        self.G.eval()
+        G = self.G if raw else self.generator
+        was_training = G.training
+        G.eval()
         z = sample_latent(n, self.config.latent_dim, self.config.latent_prior,
                           generator=torch.Generator().manual_seed(seed), device=self.device)
         with self._precision():
-            out = self.G(z).float()
-        self.G.train(was_training)
+            out = G(z).float()
+        G.train(was_training)
         return out
 
     # -- state --------------------------------------------------------------------------------
@@ -212,15 +224,20 @@ class Trainer:
         if self.device.type == "cuda":  # dropout masks on a GPU come from its own generator
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "config": self.config.to_dict(),
-            "step": self.step,
-            "generator": self.G.state_dict(),
-            "discriminator": self.D.state_dict(),
+            **self.models_state(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "rng": rng,
             "history": {k: list(v) for k, v in history.items()},
         }
+
+    def models_state(self) -> dict:
+        """The config, step and networks (G, D and the weight average when kept): what ``load_models`` reads."""
+        out = {"config": self.config.to_dict(), "step": self.step, "generator": self.G.state_dict(),
+               "discriminator": self.D.state_dict()}
+        if self.G_ema is not None:
+            out["generator_ema"] = self.G_ema.state_dict()
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from ``state`` read onto the CPU (``load_checkpoint``'s default), written on any device.
@@ -235,6 +252,8 @@ class Trainer:
                                   f"cannot resume with this one")
         self.G.load_state_dict(state["generator"])  # copies onto this device
         self.D.load_state_dict(state["discriminator"])
+        if self.G_ema is not None:  # ema_decay is part of the config, so the checkpoint kept the average too
+            self.G_ema.load_state_dict(state["generator_ema"])
         self.opt_g.load_state_dict(state["opt_g"])  # the optimiser moves its state to its parameters' device
         self.opt_d.load_state_dict(state["opt_d"])
         rng = state["rng"]
@@ -288,7 +307,7 @@ def train_gan(
     checkpoint_every: int = 0,
     resume: bool = False,
     callback: Callback | None = None,
-    callback_every: int = 0,
+    callback_steps: Collection[int] = (),
     progress: bool | None = None,
     progress_every: int = 0,
     device: str | torch.device = "cpu",
@@ -296,7 +315,7 @@ def train_gan(
     """Train ``config.steps`` generator steps.
 
     resume: continue from ``checkpoint_path`` if that file exists.
-    callback: called every ``callback_every`` steps (and after the last); returning True stops.
+    callback: called after each step in ``callback_steps`` (and after the last); returning True stops.
     progress: True reports progress on stderr (a bar on a terminal, else a line every
     ``progress_every`` steps, default ~20 lines a run: images/s, losses, ETA); False never;
     None (the library default) a bar only when stderr is a terminal.
@@ -318,7 +337,7 @@ def train_gan(
                 trainer.sync()
             if checkpoint_path is not None and checkpoint_every and step % checkpoint_every == 0:
                 trainer.save(checkpoint_path)
-            if callback is not None and callback_every and (step % callback_every == 0 or last):
+            if callback is not None and (step in callback_steps or last):
                 trainer.sync()  # the callback (an evaluation) reads losses and must not see a diverged run
                 if callback(trainer):
                     stopped = True
@@ -335,4 +354,4 @@ def _progress(config: TrainConfig, initial: int, progress: bool | None, every: i
         progress = sys.stderr.isatty()
     if not progress:
         return None
-    return StepProgress(config.steps, initial=initial, every=every, images_per_step=config.batch_size)
+    return StepProgress(config.steps, initial=initial, every=every, images_per_step=config.images_per_step)

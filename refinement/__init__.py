@@ -11,8 +11,8 @@ from gan_models.lazy import lazy_exports
 
 # public name -> the submodule that defines it (and the name there, where it differs)
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("K_EFF_CHOICES", "METHODS", "NORMS", "OPTIMIZERS", "PROJECTIONS", "RefineConfig",
-                     "RefineConfigError"), "config"),
+    **dict.fromkeys(("DEFAULT_SCORE_STEPS", "K_EFF_CHOICES", "METHODS", "NORMS", "OPTIMIZERS", "PROJECTIONS",
+                     "RefineConfig", "RefineConfigError"), "config"),
     **dict.fromkeys(("COST_SPACES", "cost_position", "transport_cost"), "costs"),
     "LangevinRefiner": "ddls",
     **dict.fromkeys(("OBJECTIVES", "DotRefiner", "RefineState"), "dot"),
@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "PROJECTION_RULES": "projection:PROJECTIONS",
     **dict.fromkeys(("REFINERS", "k_eff_for", "make_refiner"), "refiners"),
     "save_result": "results",
-    **dict.fromkeys(("DEFAULT_SCORE_STEPS", "RefineResult", "refine", "scored_steps"), "trajectory"),
+    **dict.fromkeys(("RefineResult", "refine", "scored_steps"), "trajectory"),
 }
 
 __all__ = [

@@ -42,6 +42,8 @@ MOVES: tuple[Moves, ...] = get_args(Moves)
 COST_SPACE_NAMES: tuple[CostSpaceName, ...] = get_args(CostSpaceName)
 # the K_eff estimators that need D's gradient in the cost's space (refinement.lipschitz)
 K_EFF_NEEDS_GRADIENT: tuple[KEffName, ...] = ("gradient",)
+# the refinement steps a trajectory is scored at by default (plus its last)
+DEFAULT_SCORE_STEPS = (0, 1, 2, 5, 10, 20)
 # the config fields every DOT method reads (besides method and steps)
 _DOT_READS = ("lr", "optimizer", "norm", "delta", "k_eff", "k_eff_pairs", "k_eff_repeats")
 

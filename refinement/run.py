@@ -36,14 +36,20 @@ from gan_models.cli import (
 from gan_models.config import PRECISION_NAMES
 from gan_models.data import DATA_ROOT_ENV, DataNotFoundError
 
-from .config import K_EFF_CHOICES, METHODS, NORMS, OPTIMIZERS, PROJECTIONS, RefineConfig, RefineConfigError
+from .config import (
+    DEFAULT_SCORE_STEPS,
+    K_EFF_CHOICES,
+    METHODS,
+    NORMS,
+    OPTIMIZERS,
+    PROJECTIONS,
+    RefineConfig,
+    RefineConfigError,
+)
 
 if TYPE_CHECKING:
     import torch
 
-# refinement.trajectory.DEFAULT_SCORE_STEPS, declared here without torch for --help;
-# tests/test_cli_help.py asserts the two are equal
-DEFAULT_SCORE_STEPS = (0, 1, 2, 5, 10, 20)
 
 # shown in --help; validated (with the same lists in the message) by RefineConfig, the embedding
 # (a feature space of evaluation.features) when the embedder is built
@@ -62,6 +68,8 @@ _SCORING_DEFAULTS: dict[str, Any] = {"features": "classifier", "metrics": None, 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(prog=cli_prog("refinement.run"), description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="a gan_models checkpoint (generator and discriminator)")
+    p.add_argument("--raw-generator", action="store_true",
+                   help="refine the samples of G's own weights, not of its weight average (when the run kept one)")
     add_config_flags(p, RefineConfig, _CHOICES)
     p.add_argument("--out", required=True, type=Path, help="output folder (refused if non-empty, see --overwrite)")
     p.add_argument("--overwrite", action="store_true",
@@ -192,13 +200,6 @@ def _publish(tmp: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from gan_models import CheckpointError, load_models
-    from gan_models.checkpoint import check_writable_dir
-    from gan_models.progress import StepProgress
-
-    from .results import save_result
-    from .trajectory import check_scorable, refine
-
     config = _config(args)
     _check_applicable(args, config)
     score_steps = _score_steps(args.score_steps, config.steps)
@@ -208,13 +209,32 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {_flag(name)} must be a positive integer, got {value}")
     _check_out(args.out, args.overwrite)
     if not args.no_score:
+        from .trajectory import check_scorable
+
         try:
             check_scorable(config)
         except ValueError as exc:
             raise SystemExit(f"error: {exc} (--no-score)") from None
     device = _device(args.device)
+    models = _models(args, config, device)
     try:
-        models = load_models(args.checkpoint, device=device)
+        result = _refine(args, config, models, device, score_steps)
+    except (ValueError, DataNotFoundError, OSError) as exc:
+        raise SystemExit(f"error: {str(exc).strip().splitlines()[0]}") from None
+    paths = _write(result, args.out)
+    print(result.trajectory.to_string(index=False))
+    print(f"k_eff={result.k_eff:.4g} best_step={result.best_step} -> "
+          + ", ".join(str(args.out / p.name) for p in paths.values()))
+    return 0
+
+
+def _models(args: argparse.Namespace, config: RefineConfig, device: torch.device):
+    """The checkpoint's networks: both are needed; its sampling generator (the weight average when it kept
+    one) unless --raw-generator."""
+    from gan_models import CheckpointError, load_models
+
+    try:
+        models = load_models(args.checkpoint, device=device, raw=args.raw_generator)
     except CheckpointError as exc:
         raise SystemExit(f"error: {exc}") from None
     for role, net in (("generator", models.generator), ("discriminator", models.discriminator)):
@@ -224,55 +244,65 @@ def main(argv: list[str] | None = None) -> int:
     if args.projection is not None and models.config.latent_prior != "normal":
         raise SystemExit(f"error: --projection applies only to a normal latent prior; {args.checkpoint} has prior "
                          f"{models.config.latent_prior!r}, whose latents are always clipped to [-1, 1]")
+    return models
 
-    evaluator = embedder = None
+
+def _evaluator(args: argparse.Namespace, dataset: str, device: torch.device):
+    """The evaluator with its real statistics prepared (a missing dataset fails before any refinement work)."""
+    from evaluation import Evaluator
+    from evaluation.cache import resolve_cache_dir
+    from evaluation.score import default_metrics
+    from gan_models.checkpoint import check_writable_dir
+
+    check_writable_dir(resolve_cache_dir(args.cache_dir), what="--cache-dir")
+    features = [f.strip() for f in (args.features or _SCORING_DEFAULTS["features"]).split(",") if f.strip()]
+    evaluator = Evaluator(dataset=dataset, features=features, n_real=args.n_real or _SCORING_DEFAULTS["n_real"],
+                          data_root=args.data_root, cache_dir=args.cache_dir,
+                          metrics=args.metrics or default_metrics(features), device=device,
+                          evaluator_dir=args.evaluator_dir)
+    evaluator.prepare()
+    return evaluator
+
+
+def _refine(args: argparse.Namespace, config: RefineConfig, models, device: torch.device, score_steps):
+    from gan_models.progress import StepProgress
+
+    from .trajectory import refine
+
+    dataset = models.config.dataset
+    evaluator = None if args.no_score else _evaluator(args, dataset, device)
+    embedder = _embedder(config, dataset, args.evaluator_dir, device) if config.embedded else None
+
+    def report(row: dict) -> None:
+        shown = {k: row[k] for k in ("step", "fid", "precision", "recall", "d_mean") if k in row}
+        print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()),
+              file=sys.stderr, flush=True)
+
+    # a bar on a terminal, else a line per step: images/s and ETA (scoring time excluded from neither)
+    progress = StepProgress(config.steps, mode="off" if args.no_progress else "auto", every=1,
+                            label="refine step", images_per_step=args.n)
     try:
-        if not args.no_score:
-            from evaluation import Evaluator
-            from evaluation.cache import resolve_cache_dir
-            from evaluation.score import default_metrics
+        return refine(models.generator, models.discriminator, config, latent_dim=models.config.latent_dim,
+                      latent_prior=models.config.latent_prior, n=args.n, seed=args.seed, evaluator=evaluator,
+                      score_steps=score_steps, batch_size=args.batch_size, device=device, embedder=embedder,
+                      dataset=dataset, on_score=report, on_step=progress.update)
+    finally:
+        progress.close()
 
-            check_writable_dir(resolve_cache_dir(args.cache_dir), what="--cache-dir")
-            features = [f.strip() for f in (args.features or _SCORING_DEFAULTS["features"]).split(",") if f.strip()]
-            evaluator = Evaluator(dataset=models.config.dataset, features=features,
-                                  n_real=args.n_real or _SCORING_DEFAULTS["n_real"], data_root=args.data_root,
-                                  cache_dir=args.cache_dir, metrics=args.metrics or default_metrics(features),
-                                  device=device, evaluator_dir=args.evaluator_dir)
-            evaluator.prepare()  # real statistics now: a missing dataset fails before any refinement work
-        if config.embedded:
-            embedder = _embedder(config, models.config.dataset, args.evaluator_dir, device)
 
-        def report(row: dict) -> None:
-            shown = {k: row[k] for k in ("step", "fid", "precision", "recall", "d_mean") if k in row}
-            print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()),
-                  file=sys.stderr, flush=True)
+def _write(result, out: Path) -> dict[str, Path]:
+    """Save the results in a temp folder beside ``out``, then move them into place (replacing it only now)."""
+    from .results import save_result
 
-        # a bar on a terminal, else a line per step: images/s and ETA (scoring time excluded from neither)
-        progress = StepProgress(config.steps, mode="off" if args.no_progress else "auto", every=1,
-                                label="refine step", images_per_step=args.n)
-        try:
-            result = refine(models.generator, models.discriminator, config, latent_dim=models.config.latent_dim,
-                            latent_prior=models.config.latent_prior, n=args.n, seed=args.seed, evaluator=evaluator,
-                            score_steps=score_steps, batch_size=args.batch_size, device=device,
-                            embedder=embedder, dataset=models.config.dataset, on_score=report,
-                            on_step=progress.update)
-        finally:
-            progress.close()
-    except (ValueError, DataNotFoundError, OSError) as exc:
-        raise SystemExit(f"error: {str(exc).strip().splitlines()[0]}") from None
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.parent / f".{args.out.name}.tmp-{os.getpid()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     try:
         paths = save_result(result, tmp)
-        _publish(tmp, args.out)
+        _publish(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    print(result.trajectory.to_string(index=False))
-    print(f"k_eff={result.k_eff:.4g} best_step={result.best_step} -> "
-          + ", ".join(str(args.out / p.name) for p in paths.values()))
-    return 0
+    return paths
 
 
 if __name__ == "__main__":

@@ -19,17 +19,17 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from evaluation.evaluator import SCORE_KEYS
 from gan_models import sample_latent
 from gan_models.precision import precision_scope
 
-from .config import RefineConfig
+from .config import DEFAULT_SCORE_STEPS, RefineConfig
 from .costs import pairwise_distance
 from .dot import RefineState
 from .lipschitz import k_eff_in_cost_space
 from .refiners import Refiner, make_refiner
 
-DEFAULT_SCORE_STEPS = (0, 1, 2, 5, 10, 20)
-METRIC_COLUMNS = ("fid", "precision", "recall", "density", "coverage", "class_coverage", "class_kl")
+METRIC_COLUMNS = SCORE_KEYS  # a trajectory row's scores, first among its columns
 
 
 class Scorer(Protocol):
@@ -146,99 +146,109 @@ def refine(
     on_step: Callable[[int], None] | None = None,
     real_images: Tensor | None = None,
 ) -> RefineResult:
-    """Refine n samples G(z_y), z_y drawn from ``latent_prior`` with ``seed`` (or given as ``latents``).
-
-    The networks must already be on ``device``. Rows of the trajectory: step, k_eff, d_mean (mean D
-    of the images), displacement (mean ||x - y||_2 from the unrefined image), seconds (refinement
-    time so far, scoring excluded), and with an evaluator every key of ``evaluator.score``.
-    ``embedder``: E for the embedded methods; None loads ``evaluation.feature_extractor(config.embedding)``.
-    ``on_score(row)`` is called after each scored step (e.g. to report to a tracker or pruner);
-    ``on_step(t)`` after every refinement step t >= 1 (e.g. to show progress).
-    ``real_images``: real samples [N, 1, 28, 28] as floats in [-1, 1], read only by ``k_eff="gradient"``
-    for its real/generated interpolates in image space; without them it interpolates between
-    generated samples (see refinement.lipschitz).
+    """Refine n samples G(z_y), z_y drawn from ``latent_prior`` with ``seed`` (or given as ``latents``); the
+    networks must already be on ``device``. A trajectory row (``_row``) per scored step; with an evaluator it
+    holds every key of ``evaluator.score``. ``embedder``: E of the embedded methods (None: the config's
+    ``evaluation.feature_extractor``). ``on_score(row)`` after each scored step, ``on_step(t)`` after every
+    step t >= 1. ``real_images`` (floats [N, 1, 28, 28] in [-1, 1]) are read only by ``k_eff="gradient"``
+    for its real/generated interpolates (refinement.lipschitz); without them it interpolates generated ones.
     """
-    if not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_counts(n=n, batch_size=batch_size)
     steps_to_score = set(scored_steps(score_steps, config.steps))
     if evaluator is not None:
         check_scorable(config)
     device = torch.device(device)
-    if latents is None:
-        z_y = sample_latent(n, latent_dim, latent_prior, generator=torch.Generator().manual_seed(seed), device=device)
-    else:
-        if latents.shape != (n, latent_dim):
-            raise ValueError(f"latents must have shape {(n, latent_dim)}, got {tuple(latents.shape)}")
-        z_y = latents.to(device)
+    z_y = _start_latents(latents, n=n, latent_dim=latent_dim, latent_prior=latent_prior, seed=seed, device=device)
     if config.embedded and embedder is None:
         from evaluation import feature_extractor  # only the embedded methods need the evaluation package
 
         embedder = feature_extractor(config.embedding, dataset=dataset, device=str(device))
 
+    rows: list[dict[str, Any]] = []
+    strip: list[Tensor] = []
     with _inference_mode(generator, discriminator, embedder):
-        k_eff = k_eff_in_cost_space(config, generator, discriminator, latent_dim=latent_dim,
-                                    latent_prior=latent_prior, embedder=embedder, seed=seed + 1, device=device,
-                                    real_images=real_images)
+        k_eff = k_eff_in_cost_space(config, generator, discriminator, latent_dim=latent_dim, latent_prior=latent_prior,
+                                    embedder=embedder, seed=seed + 1, device=device, real_images=real_images)
         refiner = make_refiner(config, generator, discriminator, latent_prior=latent_prior, k_eff=k_eff,
                                embedder=embedder)
-        # the refiner's passes at config.precision; K_eff, D's mean and the scores stay in float32
-        with precision_scope(config.precision, device):
-            state = _cat_states([refiner.start(z_y[i:j]) for i, j in _batches(n, batch_size)])
-        noise_rng = torch.Generator().manual_seed(seed + 2)
-        strip_rows = min(strip_size, n)
+        start_images = images = None
+        for t, images, elapsed in _scored_images(refiner, config, z_y, steps_to_score, batch_size=batch_size,
+                                                 seed=seed, device=device, on_step=on_step):
+            start_images = images if start_images is None else start_images  # step 0 first: y = G(z_y)
+            if t in steps_to_score:
+                rows.append(_row(t, images, start_images, discriminator, evaluator, k_eff=k_eff, seconds=elapsed,
+                                 batch_size=batch_size))
+                strip.append(images[:min(strip_size, n)].detach().cpu())
+                if on_score is not None:
+                    on_score(dict(rows[-1]))
+    assert images is not None  # the last step is always scored
+    trajectory = _trajectory_frame(rows)
+    return RefineResult(samples=images.detach(), trajectory=trajectory, k_eff=k_eff, best_step=_best_step(trajectory),
+                        strip=torch.stack(strip), strip_steps=sorted(steps_to_score), config=config, seed=seed)
 
-        rows: list[dict[str, Any]] = []
-        strip: list[Tensor] = []
-        with precision_scope(config.precision, device):
-            start_images = _all_images(refiner, state, batch_size).float()  # y = G(z_y), [n, 1, 28, 28]
-        elapsed = 0.0
-        for t in range(config.steps + 1):
-            if t > 0:
-                began = time.perf_counter()
-                noise = _step_noise(state.v.shape, noise_rng, device) if refiner.needs_noise else None
-                with precision_scope(config.precision, device):
-                    for i, j in _batches(n, batch_size):
-                        refiner.step(state.rows(i, j), t, None if noise is None else noise[i:j])
-                elapsed += time.perf_counter() - began
-                if on_step is not None:
-                    on_step(t)
-            if t not in steps_to_score:
-                continue
-            if t == 0:
-                images = start_images
-            else:
-                with precision_scope(config.precision, device):
-                    images = _all_images(refiner, state, batch_size).float()
-            row: dict[str, Any] = {
-                "step": t,
-                "k_eff": k_eff,
-                "d_mean": _mean_score(discriminator, images, batch_size),
-                "displacement": float(pairwise_distance(images, start_images).mean()),
-                "seconds": elapsed,
-            }
-            if evaluator is not None:
-                row.update(evaluator.score(images))
-            rows.append(row)
-            strip.append(images[:strip_rows].detach().cpu())
-            if on_score is not None:
-                on_score(dict(row))
 
+def _check_counts(**counts: object) -> None:
+    for name, v in counts.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _row(t: int, images: Tensor, start_images: Tensor, discriminator: nn.Module, evaluator: Scorer | None, *,
+         k_eff: float, seconds: float, batch_size: int) -> dict[str, Any]:
+    """A trajectory row: step, K_eff, mean D, mean displacement ||x - y||_2, refinement seconds, and the scores."""
+    row: dict[str, Any] = {"step": t, "k_eff": k_eff, "d_mean": _mean_score(discriminator, images, batch_size),
+                           "displacement": float(pairwise_distance(images, start_images).mean()), "seconds": seconds}
+    if evaluator is not None:
+        row.update(evaluator.score(images))
+    return row
+
+
+def _start_latents(latents: Tensor | None, *, n: int, latent_dim: int, latent_prior: str, seed: int,
+                   device: torch.device) -> Tensor:
+    """z_y [n, latent_dim]: the given latents, or n drawn from the prior by a CPU generator seeded with ``seed``."""
+    if latents is None:
+        return sample_latent(n, latent_dim, latent_prior, generator=torch.Generator().manual_seed(seed), device=device)
+    if latents.shape != (n, latent_dim):
+        raise ValueError(f"latents must have shape {(n, latent_dim)}, got {tuple(latents.shape)}")
+    return latents.to(device)
+
+
+def _scored_images(refiner: Refiner, config: RefineConfig, z_y: Tensor, steps_to_score: set[int], *,
+                   batch_size: int, seed: int, device: torch.device,
+                   on_step: Callable[[int], None] | None) -> Iterator[tuple[int, Tensor, float]]:
+    """Step every sample's state from z_y, one step at a time over all batches; yield (t, images [n, 1, 28, 28]
+    in float32, refinement seconds so far) at step 0 (the unrefined images, scored or not) and at each scored step."""
+    n = z_y.shape[0]
+    # the refiner's passes at config.precision; K_eff, D's mean and the scores stay in float32
+    with precision_scope(config.precision, device):
+        state = _cat_states([refiner.start(z_y[i:j]) for i, j in _batches(n, batch_size)])
+    noise_rng = torch.Generator().manual_seed(seed + 2)
+    elapsed = 0.0
+    for t in range(config.steps + 1):
+        if t > 0:
+            began = time.perf_counter()
+            noise = _step_noise(state.v.shape, noise_rng, device) if refiner.needs_noise else None
+            with precision_scope(config.precision, device):
+                for i, j in _batches(n, batch_size):
+                    refiner.step(state.rows(i, j), t, None if noise is None else noise[i:j])
+            elapsed += time.perf_counter() - began
+            if on_step is not None:
+                on_step(t)
+        if t in steps_to_score or t == 0:
+            with precision_scope(config.precision, device):
+                yield t, _all_images(refiner, state, batch_size).float(), elapsed
+
+
+def _trajectory_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per scored step, the scores first."""
     trajectory = pd.DataFrame(rows)
     leading = [c for c in ("step", *METRIC_COLUMNS) if c in trajectory.columns]
-    trajectory = trajectory[leading + [c for c in trajectory.columns if c not in leading]]
-    best_step = None
+    return trajectory[leading + [c for c in trajectory.columns if c not in leading]]
+
+
+def _best_step(trajectory: pd.DataFrame) -> int | None:
+    """The scored step with the lowest FID; None when nothing was scored with an evaluator."""
     if "fid" in trajectory.columns and trajectory["fid"].notna().any():
-        best_step = int(trajectory.loc[trajectory["fid"].idxmin(), "step"])
-    return RefineResult(
-        samples=images.detach(),
-        trajectory=trajectory,
-        k_eff=k_eff,
-        best_step=best_step,
-        strip=torch.stack(strip),
-        strip_steps=sorted(steps_to_score),
-        config=config,
-        seed=seed,
-    )
+        return int(trajectory.loc[trajectory["fid"].idxmin(), "step"])
+    return None
 

@@ -4,8 +4,8 @@ Ray Tune carries a trial's reports as flat dicts of metrics; these dataclasses a
 that writes or reads those dicts, so the worker (``trial.py``) and the driver (``bridge.py``)
 agree on every key by construction. A trial sends:
 
-- ``TrainReport`` every ``eval_every`` generator steps: the intermediate FID, the pruner's input,
-  with a checkpoint attached;
+- ``TrainReport`` at each of the budget's image marks: the intermediate FID, the pruner's input
+  (Optuna's step is the images trained), with a checkpoint attached;
 - then exactly one ``FinalReport`` (the objective's metrics after refinement) or one
   ``FailedReport`` (a reason that no retry can heal: divergence, bad data, a bad configuration).
 
@@ -21,13 +21,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from evaluation.evaluator import SCORE_KEYS
+
 PHASE_KEY = "phase"
 
-# The scores every complete trial carries, in the order tables show them: the final sample's FID,
-# improved precision/recall (k=3), density/coverage (k=5) and the evaluator's class statistics.
-FINAL_METRICS = ("fid", "precision", "recall", "density", "coverage", "class_coverage", "class_kl")
+# The scores every complete trial carries, in the order tables show them: the evaluator's (FID, improved
+# precision/recall, density/coverage, class statistics) of the final samples ...
+FINAL_METRICS = SCORE_KEYS
 # ... and the same scores of the unrefined samples (the refinement trajectory's step 0)
 BEFORE_METRICS = ("fid", "precision", "recall")
+# the numbers a FinalReport's metrics hold besides those: refinement bookkeeping and the sample count
+FINAL_EXTRAS = ("best_step", "k_eff", "n_final")
 
 
 class Phase(enum.StrEnum):
@@ -59,7 +63,8 @@ class _Report:
 @dataclass(frozen=True)
 class TrainReport(_Report):
     phase: ClassVar[Phase] = Phase.TRAIN
-    step: int
+    step: int  # generator steps trained
+    images: int  # the budget's image mark reached: the pruner's resource
     fid_intermediate: float
     loss_d: float
     loss_g: float
@@ -69,7 +74,8 @@ class TrainReport(_Report):
 class FinalReport(_Report):
     phase: ClassVar[Phase] = Phase.FINAL
     train_steps: int
-    # FINAL_METRICS, ``<m>_before`` for BEFORE_METRICS, best_step, k_eff, n_final
+    train_images: int
+    # FINAL_METRICS, ``<m>_before`` for BEFORE_METRICS, FINAL_EXTRAS
     metrics: Mapping[str, float]
     evaluator: str
     evaluator_sha256: str
@@ -80,6 +86,7 @@ class FailedReport(_Report):
     phase: ClassVar[Phase] = Phase.FAILED
     step: int
     fail_reason: str
+    disk_full: bool = False  # the trial could not write: the study stops, the trial reruns on --resume
 
 
 Report = TrainReport | FinalReport | FailedReport
@@ -89,7 +96,7 @@ _FINAL_SCALARS = tuple(f.name for f in dataclasses.fields(FinalReport) if f.name
 
 def final_metric_names() -> tuple[str, ...]:
     """Every numeric key a FinalReport's ``metrics`` holds."""
-    return (*FINAL_METRICS, *(f"{m}_before" for m in BEFORE_METRICS), "best_step", "k_eff", "n_final")
+    return (*FINAL_METRICS, *(f"{m}_before" for m in BEFORE_METRICS), *FINAL_EXTRAS)
 
 
 def parse_result(result: Mapping[str, Any] | None) -> Report | None:

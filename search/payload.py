@@ -4,7 +4,8 @@ On a cluster the nodes share no disk, so a trial must never open a path: the dri
 dataset split (one uint8 tensor, 47 MB for MNIST's train split), builds the evaluator with its real
 statistics already computed (its classifier weights and cached features travel inside it), builds
 the embedding networks the study's refiners may use, and hands all of it to every trial through
-Ray's object store (``tune.with_parameters`` puts it there once; each node fetches it once).
+Ray's object store (``tune.with_parameters`` puts it there once; each node fetches it once), with the
+study's plan (search.settings), so no trial looks a name up again.
 ``--data-root`` / ``GAN_DATA_ROOT`` and the evaluation cache are read by the driver only.
 """
 
@@ -13,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
-
+from .errors import SearchError, one_line
+from .settings import StudyPlan
 from .tracking import StudyRun
 
 if TYPE_CHECKING:
+    from torch import Tensor, nn
+
     from evaluation import Evaluator
 
 
@@ -25,15 +28,10 @@ if TYPE_CHECKING:
 class TrialContext:
     """The study-wide settings of a trial: the same for every trial of a study."""
 
-    study: str  # registry name
-    study_name: str  # the Optuna study / MLflow experiment name
-    budget: str
-    seed: int
-    dataset: str
+    plan: StudyPlan
     study_run: StudyRun
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0  # a fraction shares a GPU with other trials
-    precision: str = "fp32"  # of training and refinement (gan_models.precision)
 
     @property
     def use_gpu(self) -> bool:
@@ -57,28 +55,32 @@ class TrialPayload:
     inputs: TrialInputs
 
 
-def embeddings_of(study) -> tuple[str, ...]:
+def embeddings_of(plan: StudyPlan) -> tuple[str, ...]:
     """The embedding spaces the study's refiners can ask for. No study searches ``embedding``, so
     it is RefineConfig's default; that LeNet is ~0.4 MB, shipped to every refining study rather
     than reading each space's method list."""
     from refinement import RefineConfig
 
-    return (RefineConfig().embedding,) if study.refines else ()
+    return (RefineConfig().embedding,) if plan.study.refines else ()
 
 
-def build_inputs(*, dataset: str, study, budget, data_root, download: bool) -> TrialInputs:
-    """Read the data, prepare the evaluator and the embedders on this (the driver's) node.
-
-    Raises ``gan_models.DataNotFoundError`` (one line) when the data is absent and cannot be
-    downloaded, ``evaluation.WeightsError`` when the dataset has no evaluator yet.
-    """
+def load_inputs(plan: StudyPlan, *, data_root: str | None, download: bool) -> TrialInputs:
+    """Read the data, prepare the evaluator and the embedders on this (the driver's) node; the data is
+    downloaded when absent, unless ``download`` is False (a failed download takes back the folders it
+    made). Raises SearchError in one line when the data is absent or the dataset has no evaluator."""
     from evaluation import Evaluator, feature_extractor
-    from gan_models import load_images
+    from evaluation.classifier import WeightsError
+    from gan_models import DataNotFoundError, load_images
+    from gan_models.data import resolve_data_root
 
-    images = load_images(dataset, split="train", data_root=data_root, download=download).images
-    if budget.n_real_intermediate != budget.n_real_final:
-        raise ValueError(f"budget {budget.name}: intermediate and final scores must use the same real set")
-    evaluator = Evaluator(dataset=dataset, n_real=budget.n_real_final, data_root=data_root, device="cpu")
-    evaluator.prepare()  # computed here, or read from this node's evaluation cache
-    embedders = {name: feature_extractor(name, dataset=dataset, device="cpu") for name in embeddings_of(study)}
+    dataset, budget = plan.settings.dataset, plan.budget
+    root = resolve_data_root(data_root)
+    try:
+        images = load_images(dataset, split="train", data_root=root, download=download).images
+        evaluator = Evaluator(dataset=dataset, n_real=budget.n_real, data_root=root, device="cpu")
+        evaluator.prepare()  # computed here, or read from this node's evaluation cache
+        embedders = {name: feature_extractor(name, dataset=dataset, device="cpu") for name in embeddings_of(plan)}
+    except (DataNotFoundError, WeightsError) as exc:
+        suffix = " (--no-download)" if isinstance(exc, DataNotFoundError) and not download else ""
+        raise SearchError(one_line(exc) + suffix) from None
     return TrialInputs(train_images=images, evaluator=evaluator, embedders=embedders)

@@ -1,5 +1,5 @@
-"""Checks before the first trial: a failure here costs seconds; the same failure inside every trial
-costs the whole study. Each raises ``PreflightError`` with one line naming the problem and the fix.
+"""Checks before the first trial, and starting Ray: a failure here costs seconds; the same failure inside
+every trial costs the whole study. Each raises ``PreflightError`` with one line naming the problem and the fix.
 
 Where the study runs decides what is acceptable:
 
@@ -15,12 +15,15 @@ Where the study runs decides what is acceptable:
 from __future__ import annotations
 
 import os
+import shutil
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from gan_models.paths import missing_folders, remove_empty_folders
+
+from .urls import is_sqlite, sqlite_path
 
 SHARED_STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs", "abfs", "abfss")
 PROBE_TIMEOUT_S = 120.0
@@ -78,6 +81,45 @@ def check_tracking_placement(tracking_uri: str, placement: Placement) -> None:
             f"--tracking-uri {tracking_uri} is reachable from this node only, and trials on {placement.where} log "
             f"from their own nodes: start `mlflow server --host HOST --port 5000 --artifacts-destination "
             f"s3://BUCKET/mlflow` where every node reaches it and pass --tracking-uri http://HOST:5000")
+
+
+def server_problem(uri: str, *, timeout: float) -> str | None:
+    """None when the MLflow server at ``uri`` answers /health with 200; else one line saying what failed.
+
+    MLflow's own client retries an unreachable server with back-off for minutes; a direct request
+    with a short timeout answers at once."""
+    import requests
+
+    try:
+        status = requests.get(uri.rstrip("/") + "/health", timeout=timeout).status_code
+    except requests.RequestException as exc:
+        return (f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}); start it or pass another "
+                f"--tracking-uri")
+    if status != 200:
+        return f"MLflow tracking server {uri} answered /health with HTTP {status}"
+    return None
+
+
+def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
+    """The tracking store is usable from here, before any trial starts."""
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        problem = server_problem(uri, timeout=timeout)
+        if problem:
+            raise PreflightError(problem)
+    elif is_sqlite(uri):  # created with the study, once every check has passed
+        check_writable_folder(sqlite_path(uri).parent, "the MLflow store folder")
+    elif scheme in ("", "file"):
+        raise PreflightError(f"tracking URI {uri!r}: use sqlite:///PATH.db or http://HOST:PORT (MLflow's file "
+                             f"store cannot hold the study's nested runs reliably across processes)")
+    else:  # another database URL (postgresql://, mysql://, ...): one query tells
+        from .tracking import client
+
+        try:
+            client(uri).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raises, the store is unusable
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PreflightError(f"MLflow tracking store {uri} is unusable: {first}") from None
 
 
 def check_server_artifacts(tracking_uri: str, placement: Placement) -> None:
@@ -213,12 +255,9 @@ def probe_here(storage_path: str, tracking_uri: str) -> str | None:
     if urllib.parse.urlparse(tracking_uri).scheme in ("http", "https"):
         import requests
 
-        try:
-            status = requests.get(tracking_uri.rstrip("/") + "/health", timeout=10).status_code
-        except requests.RequestException as exc:
-            return f"MLflow server {tracking_uri} is unreachable ({type(exc).__name__})"
-        if status != 200:
-            return f"MLflow server {tracking_uri} answered /health with HTTP {status}"
+        problem = server_problem(tracking_uri, timeout=10)
+        if problem:
+            return problem
         # /health needs no login; a server behind MLflow's basic-auth app refuses everything else
         # to a node without MLFLOW_TRACKING_USERNAME/PASSWORD, and its trials would fail at their first log
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
@@ -227,7 +266,7 @@ def probe_here(storage_path: str, tracking_uri: str) -> str | None:
             status = requests.get(tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
                                   params={"max_results": 1}, auth=auth, timeout=10).status_code
         except requests.RequestException as exc:
-            return f"MLflow server {tracking_uri} is unreachable ({type(exc).__name__})"
+            return f"MLflow tracking server {tracking_uri} is unreachable ({type(exc).__name__})"
         if status in (401, 403):
             return (f"MLflow server {tracking_uri} refused this node's login (HTTP {status}): set "
                     f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD on every node")
@@ -268,3 +307,87 @@ def probe_nodes(storage_path: str, tracking_uri: str, *, cpus_per_trial: float, 
         if problem:
             raise PreflightError(f"from node {node}: {problem}")
     return None
+
+
+# --- disk space -----------------------------------------------------------------------------------
+
+MB = 2**20
+
+
+def checkpoint_bytes(architectures: tuple[str, ...], *, ema: bool) -> int:
+    """The largest trainer checkpoint of these architectures: float32 weights of G and D, Adam's two
+    moments of each, and the averaged G (counted from the networks themselves, built on the CPU)."""
+    from gan_models import NetworkConfig, build_discriminator, build_generator
+
+    largest = 0
+    for arch in architectures:
+        cfg = NetworkConfig(architecture=arch, batch_norm=True)
+        g = sum(p.numel() for p in build_generator(cfg).parameters())
+        d = sum(p.numel() for p in build_discriminator(cfg).parameters())
+        largest = max(largest, 4 * (3 * (g + d) + (g if ema else 0)))
+    return largest
+
+
+def study_disk_bytes(*, trials: int, checkpoint: int, reports: int) -> int:
+    """What a study leaves under --runs-dir: Ray keeps each trial's last checkpoint; MLflow keeps a complete
+    trial's networks (G, D, averaged G: about a third of a checkpoint) and every run's sample grids."""
+    grids = reports * 40_000  # a 64-sample PNG grid per report
+    return trials * (checkpoint + checkpoint // 3 + grids) + 32 * MB  # + the two SQLite stores
+
+
+def check_disk_space(folder: Path, need: int, *, what: str) -> None:
+    """The filesystem under ``folder`` has ``need`` bytes free (its nearest existing ancestor is measured)."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise PreflightError(f"--runs-dir {folder} has {free / MB:,.0f} MB free; {what} need about "
+                             f"{need / MB:,.0f} MB: free space, point --runs-dir elsewhere, or run fewer --trials")
+
+
+# --- Ray --------------------------------------------------------------------------------------------
+
+
+def start_ray(*, address: str | None, num_cpus: int | None, num_gpus: int | None, verbose: bool) -> None:
+    """Start Ray on this machine, or join the cluster at ``address``; quietly, unless ``verbose``."""
+    import logging
+    import warnings
+
+    import ray
+
+    # quiet: Ray's notes on token authentication and the like are its own business, not the study's; so is
+    # a failed snapshot of Tune's experiment state (Optuna's storage is the study's record)
+    level = logging.WARNING if verbose else logging.ERROR
+    if not verbose:
+        logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore")
+            if address:
+                ray.init(address=address, logging_level=level, log_to_driver=verbose)
+            else:
+                ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, logging_level=level,
+                         log_to_driver=verbose)
+    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+        raise PreflightError(f"cannot start or join Ray ({address or 'local'}): {str(exc).splitlines()[0]}") from None
+
+
+def check_ray(storage_path: str, tracking_uri: str, *, cpus_per_trial: float, gpus_per_trial: float,
+              placement: Placement) -> list[str]:
+    """The started Ray can run this study's trials and reach its stores from their nodes; notes for the log."""
+    notes = [check_resources(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, placement=placement),
+             probe_nodes(storage_path, tracking_uri, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                         placement=placement),
+             sharing_note(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)]
+    return [n for n in notes if n]
+
+
+def cluster_has_gpus() -> bool:
+    """Whether the joined cluster has GPUs now, or its autoscaler can launch a node with some."""
+    import ray
+
+    if float(ray.cluster_resources().get("GPU", 0.0)) > 0:
+        return True
+    return any(t.get("GPU", 0.0) > 0 for t in launchable_node_types() or ())

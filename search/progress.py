@@ -1,8 +1,8 @@
 """What a running study prints: one live status line, and one line per finished trial.
 
 The status line counts trials by state, names the best objective so far and its trial, and gives
-the elapsed time and an ETA. The ETA comes from the measured pace of training steps this session
-(steps trained / seconds), applied to the steps still ahead if no further trial were pruned: an
+the elapsed time and an ETA. The ETA comes from the measured pace of training images this session
+(images trained / seconds), applied to the images still ahead if no further trial were pruned: an
 upper bound that tightens as pruning shows up in the pace. In a terminal the line is a live bar
 (tqdm); elsewhere (a log file, CI, ``ray job logs``) it is printed every ``every_s`` seconds.
 
@@ -21,6 +21,8 @@ from typing import IO, TYPE_CHECKING
 
 from ray.tune import Callback
 
+from .settings import StudyPlan
+
 if TYPE_CHECKING:
     from tqdm import tqdm
 
@@ -36,23 +38,23 @@ def _clock(seconds: float) -> str:
 
 @dataclass
 class StudyProgress(Callback):
-    name: str
-    n_trials: int  # the study's total
+    plan: StudyPlan
     n_before: dict[str, int]  # trials finished before this session, by state
-    steps_per_trial: int
-    objectives: Sequence[str]
-    directions: Sequence[str]
     every_s: float = 30.0
     stream: IO[str] = field(default_factory=lambda: sys.stdout)
     live_bar: bool | None = None  # None: a bar when ``stream`` is a terminal
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
+        self.name, self.n_trials = self.plan.name, self.plan.settings.trials
+        self.images_per_trial = self.plan.budget.images
+        self.objectives: Sequence[str] = self.plan.study.objectives
+        self.directions: Sequence[str] = self.plan.study.directions
         self.started = self.clock()
         self.counts = dict(self.n_before)
-        self.running: dict[int, int] = {}  # trial number -> steps trained so far
+        self.running: dict[int, int] = {}  # trial number -> images trained so far
         self.started_at: dict[int, float] = {}  # trial number -> when Ray started it
-        self.steps_done = 0  # trained this session, finished trials included
+        self.images_done = 0  # trained this session, finished trials included
         self.best: tuple[float, int] | None = None
         self._last_print = -math.inf
         if self.live_bar is None:
@@ -64,14 +66,14 @@ class StudyProgress(Callback):
         self.running.setdefault(number, 0)
         self.started_at.setdefault(number, self.clock())
 
-    def trial_step(self, number: int, step: int) -> None:
+    def trial_step(self, number: int, images: int) -> None:
         before = self.running.get(number, 0)
-        if step > before:
-            self.steps_done += step - before
-        self.running[number] = max(before, step)
+        if images > before:
+            self.images_done += images - before
+        self.running[number] = max(before, images)
 
-    def trial_finished(self, number: int, state: str, values: Sequence[float] | None, steps: int) -> None:
-        self.trial_step(number, steps)
+    def trial_finished(self, number: int, state: str, values: Sequence[float] | None, images: int) -> None:
+        self.trial_step(number, images)
         self.running.pop(number, None)
         began = self.started_at.pop(number, None)
         seconds = None if began is None else self.clock() - began
@@ -85,18 +87,18 @@ class StudyProgress(Callback):
         else:
             shown = ", ".join(f"{o} {v:.4g}" for o, v in zip(self.objectives, values, strict=False)) if values else "-"
         took = _clock(seconds) if seconds is not None else "?"
-        self._write(f"trial {number:4d} {state:<8} {shown:<26} steps {steps:>6}  time {took}")
+        self._write(f"trial {number:4d} {state:<8} {shown:<26} images {images:>9,}  time {took}")
         self.refresh()
 
     # -- the status line ------------------------------------------------------------------------------
     def eta_s(self) -> float:
         elapsed = self.clock() - self.started
-        if self.steps_done <= 0 or elapsed <= 0:
+        if self.images_done <= 0 or elapsed <= 0:
             return math.inf
         finished = sum(self.counts.values())
         not_started = max(0, self.n_trials - finished - len(self.running))
-        ahead = not_started * self.steps_per_trial + sum(self.steps_per_trial - s for s in self.running.values())
-        return ahead / (self.steps_done / elapsed)
+        ahead = not_started * self.images_per_trial + sum(self.images_per_trial - s for s in self.running.values())
+        return ahead / (self.images_done / elapsed)
 
     def status(self) -> str:
         c = self.counts

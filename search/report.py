@@ -1,11 +1,13 @@
 """A study's results as tables and pictures: every trial, the precision/recall Pareto front, the best
-trials, and Optuna's history / importance / intermediate-value plots (matplotlib backend)."""
+trials, and Optuna's history / importance / intermediate-value plots (matplotlib backend); and the
+driver's last step, ``report``, which writes them and returns the study's outcome."""
 
 from __future__ import annotations
 
 import functools
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,14 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from .messages import FINAL_METRICS
 from .packing import RAN_FROM_ATTR, gpu_sharing, sharing_metrics
+from .settings import StudyPlan
+from .stores import ENQUEUED_ATTR, OpenStudy, Stores
 from .studies import Study
 
-METRIC_COLUMNS = ("fid", "fid_before", "precision", "recall", "density", "coverage", "class_coverage",
-                  "best_step", "k_eff", "train_steps")
+# the best-trials table's score columns: the final scores, FID before refinement next to FID after
+METRIC_COLUMNS = (FINAL_METRICS[0], "fid_before", *FINAL_METRICS[1:], "best_step", "k_eff", "train_images")
 FRONT_AXES = ("precision", "recall")  # both maximised
 
 
@@ -61,8 +66,10 @@ def pareto_front(table: pd.DataFrame) -> pd.DataFrame:
     return done[np.array(keep, dtype=bool)].sort_values("recall")
 
 
-def best_trials(study_def: Study, table: pd.DataFrame, n: int = 5) -> pd.DataFrame:
-    """The Pareto front for a multi-objective study, else the n best complete trials by objective."""
+def best_trials(study_def: Study, table: pd.DataFrame, confirmed: pd.DataFrame | None = None,
+                n: int = 5) -> pd.DataFrame:
+    """The Pareto front for a multi-objective study, else the n best complete trials by objective; with
+    ``confirmed`` (search.confirm), each confirmed trial's mean ± sd over seeds beside its own scores."""
     if table.empty or "value_0" not in table.columns:
         return table.iloc[0:0]
     if study_def.multi_objective:
@@ -72,8 +79,11 @@ def best_trials(study_def: Study, table: pd.DataFrame, n: int = 5) -> pd.DataFra
         best = done.sort_values("value_0", ascending=study_def.directions[0] == "minimize").head(n)
     cols = ["number"] + [c for c in METRIC_COLUMNS if c in best.columns]
     cols += [c for c in ("params_architecture", "params_loss", "params_refine_method", "params_refine_steps",
-                         "mlflow_run_id") if c in best.columns]
-    return best[cols].reset_index(drop=True)
+                         ENQUEUED_ATTR, "mlflow_run_id") if c in best.columns]
+    best = best[cols].reset_index(drop=True)
+    if confirmed is not None and not confirmed.empty:
+        best = best.merge(confirmed, on="number", how="left")
+    return best
 
 
 def _pyplot():
@@ -117,7 +127,7 @@ def plot_intermediate(study: optuna.Study):
         steps = sorted(t.intermediate_values)
         values = [t.intermediate_values[s] for s in steps]
         pruned = t.state == TrialState.PRUNED
-        label = f"trial {t.number}" + (f" (pruned at {steps[-1]})" if pruned else f" ({t.state.name.lower()})")
+        label = f"trial {t.number}" + (f" (pruned at {steps[-1]:,})" if pruned else f" ({t.state.name.lower()})")
         line, = ax.plot(steps, values, "--" if pruned else "-", lw=1.2, alpha=0.8 if pruned else 1.0, label=label)
         if pruned:
             ax.plot(steps[-1], values[-1], "x", ms=9, mew=2, c=line.get_color())
@@ -126,7 +136,7 @@ def plot_intermediate(study: optuna.Study):
         plt.close(fig)
         raise ValueError("no trial has reported an intermediate FID yet")
     ax.set_yscale("log")
-    ax.set_xlabel("generator step")
+    ax.set_xlabel("training images")
     ax.set_ylabel("intermediate FID")
     ax.set_title("intermediate FID per trial (dashed, x: pruned there)")
     ax.grid(alpha=0.3)
@@ -175,8 +185,10 @@ def optuna_plots(study: optuna.Study, study_def: Study, folder: Path) -> tuple[d
     return paths, skipped
 
 
-def write_study_report(study: optuna.Study, study_def: Study, folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """trials.parquet, pareto_front.parquet (+ .png), best_trials.csv and Optuna's plots in ``folder``."""
+def write_study_report(study: optuna.Study, study_def: Study, folder: Path, *,
+                       confirmed: pd.DataFrame | None = None) -> tuple[dict[str, Path], dict[str, str]]:
+    """trials.parquet, pareto_front.parquet (+ .png), best_trials.csv, confirmed.parquet (with --confirm)
+    and Optuna's plots in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     table = trials_table(study)
     front = pareto_front(table)
@@ -184,25 +196,29 @@ def write_study_report(study: optuna.Study, study_def: Study, folder: Path) -> t
              "best_trials": folder / "best_trials.csv"}
     table.to_parquet(paths["trials"], index=False)
     front.to_parquet(paths["pareto_front"], index=False)
-    best_trials(study_def, table).to_csv(paths["best_trials"], index=False)
+    best_trials(study_def, table, confirmed).to_csv(paths["best_trials"], index=False)
+    if confirmed is not None:
+        paths["confirmed"] = folder / "confirmed.parquet"
+        confirmed.to_parquet(paths["confirmed"], index=False)
     paths["pareto_front_png"] = plot_front(table, front, folder / "pareto_front.png")
     plots, skipped = optuna_plots(study, study_def, folder)
     paths.update(plots)
     return paths, skipped
 
 
-def study_summary(study: optuna.Study, study_def: Study, steps_per_trial: int) -> dict:
+def study_summary(study: optuna.Study, plan: StudyPlan) -> dict:
     """The study at a glance, for its parent MLflow run: metrics, and tags naming the best trial(s)."""
+    study_def = plan.study
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
-    spent = sum(int(t.user_attrs.get("train_steps", 0)) for t in finished)
+    spent = sum(int(t.user_attrs.get("train_images", 0)) for t in finished)
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in finished if t.datetime_complete is not None]
     metrics = {f"n_{state.lower()}": float(n) for state, n in counts.items()}
-    metrics.update(steps_spent=float(spent), steps_unpruned=float(len(finished) * steps_per_trial))
+    metrics.update(images_spent=float(spent), images_unpruned=float(len(finished) * plan.budget.images))
     if starts and ends:
         metrics["wall_time_s"] = (max(ends) - min(starts)).total_seconds()
     metrics.update(sharing_metrics(gpu_sharing(
@@ -221,3 +237,44 @@ def study_summary(study: optuna.Study, study_def: Study, steps_per_trial: int) -
         tags.update({f"best.params.{k}": repr(v) if isinstance(v, float) else str(v)
                      for k, v in best[0].params.items()})
     return {"metrics": metrics, "tags": tags}
+
+
+# --- the driver's last step ------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyOutcome:
+    name: str
+    storage: str
+    tracking_uri: str
+    interrupted: bool
+    table: pd.DataFrame  # every trial
+    best: pd.DataFrame  # the best trials / the Pareto front
+    report_dir: Path
+    skipped_plots: dict[str, str]
+    resume_command: str
+    notes: list[str] = field(default_factory=list)
+    confirmed: pd.DataFrame | None = None  # mean ± sd over seeds of the best configurations (search.confirm)
+
+    @property
+    def n_complete(self) -> int:
+        return 0 if self.table.empty else int((self.table["state"] == "COMPLETE").sum())
+
+
+def report(plan: StudyPlan, stores: Stores, opened: OpenStudy, *, completed: bool, resume_command: str,
+           notes: list[str], confirmed: pd.DataFrame | None = None) -> StudyOutcome:
+    """Write the study's tables and plots, log them and its summary on the parent run; end that run when
+    the study completed. ``confirmed``: the seed confirmations, joined to the best-trials table."""
+    from .tracking import end_study_run, log_study_artifacts, log_study_summary
+
+    log_study_summary(opened.study_run, opened.study, plan)
+    report_dir = stores.runs_dir / "studies" / plan.name
+    _, skipped = write_study_report(opened.study, plan.study, report_dir, confirmed=confirmed)
+    log_study_artifacts(opened.study_run, report_dir)
+    if completed:
+        end_study_run(opened.study_run, "FINISHED")
+    table = trials_table(opened.study)
+    return StudyOutcome(name=plan.name, storage=stores.storage, tracking_uri=stores.tracking_uri,
+                        interrupted=not completed, table=table, best=best_trials(plan.study, table, confirmed),
+                        report_dir=report_dir, skipped_plots=skipped, resume_command=resume_command, notes=notes,
+                        confirmed=confirmed)

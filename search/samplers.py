@@ -1,8 +1,11 @@
 """Registries of Optuna samplers and pruners, by the names the CLI takes.
 
-Pruners compare a trial's intermediate FID (reported every ``budget.eval_every`` generator steps,
-at step = generator step) with the other trials' values at the same step; the budget sets how many
-finished trials and how many reports they wait for before deciding.
+Pruners compare a trial's intermediate FID, reported every ``budget.eval_every`` training images with
+Optuna's step = images trained, with the other trials' values at the same image count. ``asha``
+(the default) is successive halving, asynchronous as Optuna runs it: at each rung (``asha_min_images``
+× η^k images) a trial goes on only while its FID is within the best 1/η of those that reached the
+rung, so most trials stop after a ninth of the budget. The median pruners wait for the budget's
+start-up trials and reports before deciding.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from gan_models.registry import lookup
 
-from .budgets import Budget
+from .budgets import ASHA_REDUCTION, Budget
 
 if TYPE_CHECKING:  # Optuna is imported by the functions that build a sampler or pruner, so the names load fast
     import optuna
@@ -45,10 +48,17 @@ SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
 }
 
 
+def _asha(b: Budget) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=b.asha_min_images, reduction_factor=ASHA_REDUCTION,
+                                                  min_early_stopping_rate=0)
+
+
 def _median(b: Budget) -> optuna.pruners.BasePruner:
     import optuna
 
-    return optuna.pruners.MedianPruner(n_startup_trials=b.prune_startup_trials, n_warmup_steps=b.warmup_steps)
+    return optuna.pruners.MedianPruner(n_startup_trials=b.prune_startup_trials, n_warmup_steps=b.warmup_images)
 
 
 def _percentile(b: Budget) -> optuna.pruners.BasePruner:
@@ -56,14 +66,14 @@ def _percentile(b: Budget) -> optuna.pruners.BasePruner:
 
     # keeps a trial only while it is within the best quarter at the same step
     return optuna.pruners.PercentilePruner(25.0, n_startup_trials=b.prune_startup_trials,
-                                           n_warmup_steps=b.warmup_steps)
+                                           n_warmup_steps=b.warmup_images)
 
 
 def _hyperband(b: Budget) -> optuna.pruners.BasePruner:
     import optuna
 
-    return optuna.pruners.HyperbandPruner(min_resource=max(b.eval_every, b.warmup_steps), max_resource=b.steps,
-                                          reduction_factor=3)
+    return optuna.pruners.HyperbandPruner(min_resource=b.asha_min_images, max_resource=b.images,
+                                          reduction_factor=ASHA_REDUCTION)
 
 
 def _none(b: Budget) -> optuna.pruners.BasePruner:
@@ -73,6 +83,7 @@ def _none(b: Budget) -> optuna.pruners.BasePruner:
 
 
 PRUNERS: dict[str, Callable[[Budget], optuna.pruners.BasePruner]] = {
+    "asha": _asha,
     "median": _median,
     "percentile": _percentile,
     "hyperband": _hyperband,

@@ -18,9 +18,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
+if TYPE_CHECKING:  # the specs and study files need no Optuna: --help and --list-studies stay fast
+    import optuna
 
 
 class SpaceError(ValueError):
@@ -59,6 +60,25 @@ ParamSpec = Categorical | FloatRange | IntRange
 Narrowing = Mapping[str, ParamSpec]
 
 
+def _same_choice(choice: Any, value: Any) -> bool:
+    """``value`` names ``choice``: equal and of its type (True == 1 in Python, but a study file's ``1`` is no
+    ``True``), except that an integer names an equal float choice (YAML reads ``0`` for ``0.0``)."""
+    if isinstance(choice, float) and isinstance(value, int) and not isinstance(value, bool):
+        return choice == value
+    return choice == value and type(choice) is type(value)
+
+
+def contains(spec: ParamSpec, value: Any) -> bool:
+    """Whether ``value`` is one the spec can suggest (one of a categorical's choices, a number in range)."""
+    if isinstance(spec, Categorical):
+        return any(_same_choice(c, value) for c in spec.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(spec, IntRange) and not float(value).is_integer():
+        return False
+    return spec.low <= value <= spec.high
+
+
 def narrow(specs: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> dict[str, ParamSpec]:
     """Validate a study file's ``params`` mapping against the registered specs; return narrowed specs."""
     if not isinstance(values, Mapping):
@@ -74,12 +94,12 @@ def _narrow_one(name: str, spec: ParamSpec, value: Any) -> ParamSpec:
         subset = list(value) if isinstance(value, (list, tuple)) else [value]
         if not subset:
             raise SpaceError(f"parameter {name}: empty list of choices")
-        # True == 1 in Python: a study file's `1` must not pass for a registered `True`
-        bad = [v for v in subset if not any(c == v and type(c) is type(v) for c in spec.choices)]
+        bad = [v for v in subset if not contains(spec, v)]
         if bad:
             raise SpaceError(f"parameter {name}: {', '.join(map(repr, bad))} not allowed; "
                              f"registered: {spec.describe()}")
-        return Categorical(tuple(dict.fromkeys(subset)))
+        # the registered choices themselves (0.0 for a file's 0), in the file's order
+        return Categorical(tuple(dict.fromkeys(next(c for c in spec.choices if _same_choice(c, v)) for v in subset)))
     is_int = isinstance(spec, IntRange)
     if isinstance(value, Mapping):
         keys = set(value)

@@ -5,37 +5,50 @@ under wgan, SAN's base loss only under san; refinement options exist only in stu
 the radial projection only for a latent method under a normal prior. Optuna therefore never records
 a value that the run did not use.
 
-Which parameter belongs to which variant is read from the variant's declaration, never its name: a loss's
-conditional options from gan_models.config.LOSS_NEEDS (``LossNeeds.options``), a refinement method's kind,
-what it moves, its cost space and its K_eff choices from refinement.config.METHODS; each DOT study is the
-set of methods whose declaration matches its description.
+Parameter names are the configs' field names: a GAN parameter is the ``TrainConfig`` field it sets
+(``lr_g``, ``n_critic``, ``ema_decay``), a refinement parameter is ``refine_`` + the ``RefineConfig``
+field (``refine_lr``, ``refine_k_eff``). Which parameter belongs to which variant is read from the
+variant's declaration, never its name: a loss's conditional options from gan_models.config.LOSS_NEEDS,
+a refinement method's kind, what it moves, its cost space and its K_eff choices from
+refinement.config.METHODS; each DOT study is the set of methods whose declaration matches it.
 
 No study proposes a configuration that fails after training (tests/search/test_search_space_validity.py
 draws from every study with every sampler and runs the trial's checks): image clipping is not searched,
 since the evaluator rejects images outside [-1, 1] and a trial always scores (clip_images stays True);
 k_eff "gradient" is offered only where the cost lives in image or latent space, not to embedded DOT.
+
+Torch- and Optuna-free: the CLI's --help and --list-studies read this registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-import optuna
-
-from gan_models import TrainConfig
-from gan_models.config import ARCHITECTURE_NAMES, LATENT_PRIOR_NAMES, LOSS_NAMES, LOSS_NEEDS, SAN_BASE_NAMES
+from gan_models.config import (
+    ARCHITECTURE_NAMES,
+    LATENT_PRIOR_NAMES,
+    LOSS_NAMES,
+    LOSS_NEEDS,
+    SAN_BASE_NAMES,
+    TrainConfig,
+)
 from gan_models.registry import lookup
-from refinement.config import K_EFF_CHOICES, METHODS, NORMS, OPTIMIZERS, RefineMethod
+from refinement.config import K_EFF_CHOICES, METHODS, NORMS, OPTIMIZERS, RefineConfig, RefineMethod
 
 from .budgets import Budget
 from .space import Categorical, FloatRange, IntRange, Narrowing, ParamSpec, SpaceError, SpaceSampler, narrow
 
+if TYPE_CHECKING:
+    import optuna
+
+REFINE_PREFIX = "refine_"  # a refinement parameter is this + its RefineConfig field
+Direction = Literal["minimize", "maximize"]
+
 # --- parameter specs ---------------------------------------------------------------------------
 
-# the registries' names (gan_models.losses, gan_models.networks) through their light copies in gan_models.config,
-# which tests/test_cli_help.py holds equal to them: listing the studies imports no torch
 GAN_SPECS: dict[str, ParamSpec] = {
     "architecture": Categorical(ARCHITECTURE_NAMES),
     "loss": Categorical(LOSS_NAMES),
@@ -49,9 +62,13 @@ GAN_SPECS: dict[str, ParamSpec] = {
     "beta2": FloatRange(0.9, 0.999),
     "spectral_norm": Categorical((False, True)),
     "dropout": FloatRange(0.0, 0.5),
+    "batch_norm": Categorical((False, True)),  # in G: the largest single gain over the course's G
+    "ema_decay": Categorical((0.0, 0.99, 0.999, 0.9999)),  # 0: sample from G itself (gan_models.ema)
     "latent_prior": Categorical(LATENT_PRIOR_NAMES),
     "batch_size": Categorical((32, 64, 128)),
 }
+# every GAN parameter is the TrainConfig field of its name (checked at import, below)
+TRAIN_FIELDS = tuple(GAN_SPECS)
 
 # DOT options shared by every DOT variant (Tanaka 2019; the seeds' ranges)
 DOT_SPECS: dict[str, ParamSpec] = {
@@ -59,23 +76,36 @@ DOT_SPECS: dict[str, ParamSpec] = {
     "refine_lr": FloatRange(1e-3, 0.3, log=True),
     "refine_optimizer": Categorical(OPTIMIZERS),
     "refine_norm": Categorical(NORMS),
-    "k_eff": Categorical(K_EFF_CHOICES),  # narrowed to what a study's methods can all use (_dot_specs)
-    "projection": Categorical(("exact", "tanaka")),
+    "refine_k_eff": Categorical(K_EFF_CHOICES),  # narrowed to what a study's methods can all use (_dot_specs)
+    "refine_projection": Categorical(("exact", "tanaka")),
 }
 
 DDLS_SPECS: dict[str, ParamSpec] = {
     "refine_steps": IntRange(1, 20),
-    "ddls_step_size": FloatRange(1e-4, 0.1, log=True),
-    "ddls_noise_scale": FloatRange(0.0, 1.0),
+    "refine_ddls_step_size": FloatRange(1e-4, 0.1, log=True),
+    "refine_ddls_noise_scale": FloatRange(0.0, 1.0),
 }
 
-# parameter name -> refinement.RefineConfig field
-REFINE_FIELDS = {
-    "refine_method": "method", "refine_steps": "steps", "refine_lr": "lr", "refine_optimizer": "optimizer",
-    "refine_norm": "norm", "k_eff": "k_eff", "projection": "projection", "clip_images": "clip_images",
-    "ddls_step_size": "ddls_step_size", "ddls_noise_scale": "ddls_noise_scale",
-}
-TRAIN_FIELDS = tuple(GAN_SPECS)
+REFINE_FIELDS = tuple(f.name for f in dataclasses.fields(RefineConfig))
+
+
+def refine_field(param: str) -> str | None:
+    """The RefineConfig field a parameter sets (``refine_lr`` -> ``lr``), or None for another parameter."""
+    if param.startswith(REFINE_PREFIX) and param[len(REFINE_PREFIX):] in REFINE_FIELDS:
+        return param[len(REFINE_PREFIX):]
+    return None
+
+
+def _check_names() -> None:
+    """Checked once, at import: every parameter names a config field, by the rule above."""
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = [p for p in TRAIN_FIELDS if p not in train_fields]
+    bad += [p for p in (*DOT_SPECS, *DDLS_SPECS) if refine_field(p) is None]
+    if bad:
+        raise ValueError(f"search parameters that name no config field: {', '.join(bad)}")
+
+
+_check_names()
 
 
 def methods_where(accept: Callable[[RefineMethod], bool]) -> tuple[str, ...]:
@@ -91,23 +121,25 @@ LANGEVIN = methods_where(lambda m: m.kind == "langevin")
 
 # --- define-by-run spaces ----------------------------------------------------------------------
 
+GAN_ORDER = ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "spectral_norm", "dropout", "batch_norm", "ema_decay",
+             "latent_prior", "batch_size")
+
 
 def gan_space(s: SpaceSampler) -> dict[str, Any]:
     p: dict[str, Any] = {"architecture": s("architecture"), "loss": s("loss")}
     for name in LOSS_NEEDS[p["loss"]].options:  # lambda_gp, clip_value or san_base, as the loss declares
         p[name] = s(name)
-    for name in ("n_critic", "lr_g", "lr_d", "beta1", "beta2", "spectral_norm", "dropout", "latent_prior",
-                 "batch_size"):
+    for name in GAN_ORDER:
         p[name] = s(name)
     return p
 
 
 def _dot_options(s: SpaceSampler, p: dict[str, Any]) -> dict[str, Any]:
-    for name in ("refine_steps", "refine_lr", "refine_optimizer", "refine_norm", "k_eff"):
+    for name in ("refine_steps", "refine_lr", "refine_optimizer", "refine_norm", "refine_k_eff"):
         p[name] = s(name)
     if METHODS[p["refine_method"]].moves_latent and p["latent_prior"] == "normal":
         # a uniform prior is clipped to [-1, 1] instead; image methods always clip images (scored)
-        p["projection"] = s("projection")
+        p["refine_projection"] = s("refine_projection")
     return p
 
 
@@ -127,7 +159,7 @@ def dot_space(methods: tuple[str, ...]) -> Callable[[SpaceSampler], dict[str, An
 def ddls_space(s: SpaceSampler) -> dict[str, Any]:
     p = gan_space(s)
     p["refine_method"] = _method(s, LANGEVIN)
-    for name in ("refine_steps", "ddls_step_size", "ddls_noise_scale"):
+    for name in ("refine_steps", "refine_ddls_step_size", "refine_ddls_noise_scale"):
         p[name] = s(name)
     return p
 
@@ -142,10 +174,13 @@ class Study:
     specs: Mapping[str, ParamSpec]
     space: Callable[[SpaceSampler], dict[str, Any]]
     objectives: tuple[str, ...]  # keys of the trial's final metrics
-    directions: tuple[str, ...]  # "minimize" | "maximize", one per objective
+    directions: tuple[Direction, ...]  # one per objective
+    methods: tuple[str, ...] = ()  # the refinement methods it searches; none: it scores G's samples
     default_sampler: str = "tpe"
-    refines: bool = True
-    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def refines(self) -> bool:
+        return bool(self.methods)
 
     @property
     def multi_objective(self) -> bool:
@@ -176,15 +211,15 @@ def _dot_specs(methods: tuple[str, ...]) -> dict[str, ParamSpec]:
     # the K_eff choices that every method of the study can use (no "gradient" where a cost is embedded)
     k_eff = tuple(k for k in K_EFF_CHOICES if all(k in METHODS[m].k_eff_choices for m in methods))
     if k_eff != K_EFF_CHOICES:
-        specs["k_eff"] = Categorical(k_eff)
+        specs["refine_k_eff"] = Categorical(k_eff)
     if not any(METHODS[m].moves_latent for m in methods):
-        del specs["projection"]
+        del specs["refine_projection"]
     return specs
 
 
 def _dot_study(name: str, description: str, methods: tuple[str, ...]) -> Study:
     return Study(name=name, description=description, specs=_dot_specs(methods), space=dot_space(methods),
-                 objectives=("fid",), directions=("minimize",))
+                 objectives=("fid",), directions=("minimize",), methods=methods)
 
 
 STUDIES: dict[str, Study] = {
@@ -192,8 +227,9 @@ STUDIES: dict[str, Study] = {
     for s in (
         Study(
             name="gan",
-            description="GAN architecture, loss, regularisation and optimiser; objective: FID at the final sample size",
-            specs=GAN_SPECS, space=gan_space, objectives=("fid",), directions=("minimize",), refines=False,
+            description="GAN architecture, loss, regularisation, optimiser and weight average; "
+                        "objective: FID at the final sample size",
+            specs=GAN_SPECS, space=gan_space, objectives=("fid",), directions=("minimize",),
         ),
         _dot_study("dot_latent", "gan's space + latent DOT (latent or image-space cost, lr, steps, K_eff, "
                    "optimiser); objective: FID after refinement", LATENT_DOT),
@@ -206,14 +242,14 @@ STUDIES: dict[str, Study] = {
             description="gan's space + Langevin latent sampling (step size, noise, steps); "
                         "objective: FID after refinement",
             specs={**GAN_SPECS, **DDLS_SPECS, **_method_spec(LANGEVIN)}, space=ddls_space, objectives=("fid",),
-            directions=("minimize",),
+            directions=("minimize",), methods=LANGEVIN,
         ),
         Study(
             name="pareto",
             description="dot_latent's space with two objectives, precision and recall (NSGA-II, no pruning); "
                         "result: the Pareto front",
             specs=_dot_specs(LATENT_DOT), space=dot_space(LATENT_DOT), objectives=("precision", "recall"),
-            directions=("maximize", "maximize"), default_sampler="nsga2",
+            directions=("maximize", "maximize"), methods=LATENT_DOT, default_sampler="nsga2",
         ),
     )
 }
@@ -234,31 +270,31 @@ def list_studies() -> str:
 
 def check_params(params: Mapping[str, Any]) -> None:
     """A trial's params name trainer or refiner fields only (a typo is an error, never dropped)."""
-    unknown = sorted(set(params) - set(TRAIN_FIELDS) - set(REFINE_FIELDS))
+    unknown = sorted(k for k in params if k not in TRAIN_FIELDS and refine_field(k) is None)
     if unknown:
-        raise SpaceError(f"unknown trial parameters {', '.join(unknown)}; valid parameters: "
-                         f"{', '.join((*TRAIN_FIELDS, *REFINE_FIELDS))}")
+        valid = (*TRAIN_FIELDS, *(REFINE_PREFIX + f for f in REFINE_FIELDS if f != "precision"))
+        raise SpaceError(f"unknown trial parameters {', '.join(unknown)}; valid parameters: {', '.join(valid)}")
 
 
 def train_config(params: Mapping[str, Any], *, budget: Budget, seed: int, dataset: str = "mnist",
                  precision: str = "fp32") -> TrainConfig:
-    """The trainer's config from a trial's params; the budget fixes the step count, the study its precision."""
+    """The trainer's config from a trial's params: the study fixes dataset, seed and precision; the budget's
+    images fix the step count (a batch of 128 trains half the steps of a batch of 64, on the same images)."""
     values = {k: v for k, v in params.items() if k in TRAIN_FIELDS}
-    return TrainConfig.from_dict({**values, "dataset": dataset, "steps": budget.steps, "seed": seed,
-                                  "precision": precision})
+    config = TrainConfig.from_dict({**values, "dataset": dataset, "seed": seed, "precision": precision})
+    return config.replace(steps=budget.steps_for(config.images_per_step))
 
 
-def refine_config(params: Mapping[str, Any], *, precision: str = "fp32"):
+def refine_config(params: Mapping[str, Any], *, precision: str = "fp32") -> RefineConfig | None:
     """The refiner's config from a trial's params, or None for a study that does not refine.
 
     A trial refines with an evaluator, so the config is also held to what refine() checks with one
     (refinement.trajectory.check_scorable): the trial fails here, before training, not after it."""
     if "refine_method" not in params:
         return None
-    from refinement import RefineConfig
     from refinement.trajectory import check_scorable
 
-    values = {REFINE_FIELDS[k]: v for k, v in params.items() if k in REFINE_FIELDS}
+    values = {field: v for k, v in params.items() if (field := refine_field(k)) is not None}
     config = RefineConfig.from_dict({**values, "precision": precision})
     check_scorable(config)
     return config

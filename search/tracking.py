@@ -16,7 +16,14 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .urls import is_sqlite, sqlite_path
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .settings import StudyPlan
 
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "search.role"  # "study" | "trial"
@@ -32,59 +39,11 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be reached or used; one line saying which and why."""
 
 
-def default_tracking_uri(root: str | os.PathLike = "runs") -> str:
-    return "sqlite:///" + str((Path(root) / "mlflow.db").resolve())
-
-
-def is_local_sqlite(uri: str) -> bool:
-    return uri.startswith("sqlite:///")
-
-
-def sqlite_path(uri: str) -> Path:
-    return Path(uri[len("sqlite:///"):])
-
-
 def artifact_root_for(uri: str) -> str | None:
     """Where artifacts go: beside a local SQLite store (``mlartifacts/``); a server decides for itself."""
-    if is_local_sqlite(uri):
+    if is_sqlite(uri):
         return (sqlite_path(uri).parent / "mlartifacts").resolve().as_uri()
     return None
-
-
-def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when the tracking store is unreachable (before any trial starts).
-
-    MLflow's own client retries an unreachable server with back-off for minutes; a direct request
-    with a short timeout answers at once.
-    """
-    scheme = urllib.parse.urlparse(uri).scheme
-    if scheme in ("http", "https"):
-        import requests
-
-        try:
-            resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
-        except requests.RequestException as exc:
-            reason = type(exc).__name__
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it "
-                                f"or pass another --tracking-uri") from None
-        if resp.status_code != 200:
-            raise TrackingError(f"MLflow tracking server {uri} answered /health with HTTP {resp.status_code}")
-    elif is_local_sqlite(uri):  # created with the study, once every check has passed
-        from .preflight import PreflightError, check_writable_folder
-
-        try:
-            check_writable_folder(sqlite_path(uri).parent, "the MLflow store folder")
-        except PreflightError as exc:
-            raise TrackingError(str(exc)) from None
-    elif scheme in ("", "file"):
-        raise TrackingError(f"tracking URI {uri!r}: use sqlite:///PATH.db or http://HOST:PORT (MLflow's file "
-                            f"store cannot hold the study's nested runs reliably across processes)")
-    else:  # another database URL (postgresql://, mysql://, ...): one query tells
-        try:
-            client(uri).search_experiments(max_results=1)
-        except Exception as exc:  # noqa: BLE001 - whatever the driver raises, the store is unusable
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrackingError(f"MLflow tracking store {uri} is unusable: {first}") from None
 
 
 def client(uri: str):
@@ -122,12 +81,15 @@ class StudyRun:
     parent_run_id: str
 
 
-def open_study_run(uri: str, study_name: str, *, resume: bool, tags: Mapping[str, str]) -> StudyRun:
-    """The study's experiment (named as the study) and its one parent run; reused on --resume."""
+def open_study_run(uri: str, study_name: str, *, resume: bool, tags: Mapping[str, str],
+                   experiment: str | None = None) -> StudyRun:
+    """The study's experiment (named as the study, or ``experiment``) and the study's one parent run in it;
+    reused on --resume."""
     c = client(uri)
-    exp = c.get_experiment_by_name(study_name)
+    experiment = experiment or study_name
+    exp = c.get_experiment_by_name(experiment)
     if exp is None:
-        exp_id = c.create_experiment(study_name, artifact_location=_experiment_artifacts(uri, study_name))
+        exp_id = c.create_experiment(experiment, artifact_location=_experiment_artifacts(uri, experiment))
     else:
         exp_id = exp.experiment_id
     found = _search(c, exp_id, f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'")
@@ -135,7 +97,7 @@ def open_study_run(uri: str, study_name: str, *, resume: bool, tags: Mapping[str
         run_id = found[0].info.run_id
         c.update_run(run_id, status="RUNNING")
     elif found:
-        raise TrackingError(f"MLflow experiment {study_name!r} at {uri} already has this study's parent run "
+        raise TrackingError(f"MLflow experiment {experiment!r} at {uri} already has study {study_name!r}'s parent run "
                             f"{found[0].info.run_id}; use --resume or another --name")
     else:
         run = c.create_run(exp_id, run_name=study_name, tags={ROLE_TAG: "study", STUDY_TAG: study_name, **tags})
@@ -192,14 +154,14 @@ def describe_study_run(study_run: StudyRun, *, description: str, params: Mapping
     c.log_batch(study_run.parent_run_id, params=new, tags=[RunTag("mlflow.note.content", description)])
 
 
-def log_study_summary(study_run: StudyRun, study, study_def, budget) -> None:
-    """The study at a glance on its parent run: counts, best objective(s) and trial, steps, wall time.
+def log_study_summary(study_run: StudyRun, study: optuna.Study, plan: StudyPlan) -> None:
+    """The study at a glance on its parent run: counts, best objective(s) and trial, images, wall time.
     Metrics are logged at step = finished trials, so each is a curve over the study's course."""
     from mlflow.entities import Metric, RunTag
 
     from .report import study_summary
 
-    summary = study_summary(study, study_def, budget.steps)
+    summary = study_summary(study, plan)
     step = int(sum(summary["metrics"].get(k, 0.0) for k in ("n_complete", "n_pruned", "n_fail")))
     ts = _now_ms()
     client(study_run.tracking_uri).log_batch(
@@ -218,7 +180,7 @@ def log_study_artifacts(study_run: StudyRun, folder: Path, artifact_path: str = 
 
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on these results."""
-    if is_local_sqlite(uri):
+    if is_sqlite(uri):
         return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
     return f"open {uri} in a browser (the study's experiment is named after the study)"
 

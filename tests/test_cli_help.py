@@ -136,8 +136,6 @@ def test_light_name_lists_equal_the_registries():
     from gan_models.data import DATASETS
     from gan_models.losses import LOSSES, SAN_BASES
     from gan_models.networks import ARCHITECTURES, LATENT_PRIORS
-    from refinement import run as refine_cli
-    from refinement.trajectory import DEFAULT_SCORE_STEPS
 
     assert config.DATASET_NAMES == tuple(DATASETS)
     assert config.LOSS_NAMES == tuple(LOSSES)
@@ -150,17 +148,6 @@ def test_light_name_lists_equal_the_registries():
     assert score_cli.ROLE_NAMES == tuple(ROLES)
     assert score_cli.CACHE_ENV_NAME == CACHE_ENV
     assert score_cli.EVALUATOR_DIR_ENV_NAME == EVALUATOR_DIR_ENV
-    assert refine_cli.DEFAULT_SCORE_STEPS == DEFAULT_SCORE_STEPS
-
-
-def test_search_study_names_equal_the_registry():
-    from search.run import build_parser
-    from search.studies import STUDIES
-
-    text = build_parser()._option_string_actions["--study"].help
-    listed = re.fullmatch(r"registered study: (.*) \(--list-studies describes them\)", text)
-    assert listed, text
-    assert listed.group(1).split(" | ") == list(STUDIES)
 
 
 def test_dataset_registry_is_light_but_gives_the_torchvision_classes():

@@ -1,6 +1,7 @@
-"""Real servers on 127.0.0.1 for the cluster tests: PostgreSQL 15, moto's standalone S3 server, and an
-`mlflow server` on both. Plain functions and classes, so a test (or a person at a shell) can use them
-without pytest; `conftest.py` wraps them in fixtures.
+"""Real servers on 127.0.0.1 for the cluster tests: PostgreSQL 15, moto's standalone server (S3, SSM, ...),
+an `mlflow server` on both, and a stand-in for EC2's instance metadata service. Plain functions and
+classes, so a test (or a person at a shell) can use them without pytest; `conftest.py` wraps them in
+fixtures.
 
 Everything listens on 127.0.0.1 and a free port, lives in a temporary folder, and is stopped by the
 process id (or `pg_ctl`) of what was started here: nothing is found or killed by name.
@@ -9,11 +10,15 @@ process id (or `pg_ctl`) of what was started here: nothing is found or killed by
   ``$GAN_PG_BIN``). They refuse to run as root, so as root they run as the ``postgres`` user
   (``runuser``) on a data folder chowned to it; as any other user they run as that user. TCP only
   (no Unix socket), password authentication (scram-sha-256) for one superuser with a random password.
-- ``start_moto_s3()``: ``python -m moto.server`` (moto[server]); any access key is accepted.
+- ``start_moto_s3()``: ``python -m moto.server`` (moto[server]); any access key is accepted. It
+  serves every AWS API moto has, SSM included (cluster.yaml's nodes read their parameters there).
 - ``start_mlflow_server()``: ``mlflow server`` with its stores configured the way ``cluster.yaml``
   configures the head's: from environment variables only (``MLFLOW_BACKEND_STORE_URI`` without a
   password, the password in ``PGPASSWORD``, ``MLFLOW_ARTIFACTS_DESTINATION=s3://...``), bound to
   127.0.0.1; without the head's basic-auth app (test_cluster_launch.py runs cluster.yaml's own command).
+- ``start_instance_metadata(region)``: EC2's instance metadata service as cluster.yaml's start commands
+  use it (IMDSv2: a session token first, every read with it), answering the node's region; botocore
+  asks it when ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` names it. A thread of this process.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from benchmarks.loopback_cluster import free_port, start_http_server, stop_process_group
+from loopback_cluster import free_port, start_http_server, stop_process_group
 
 PY = sys.executable
 PG_BIN = Path(os.environ.get("GAN_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -274,6 +281,16 @@ class MotoS3:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def node_aws_env(moto: MotoS3, imds: InstanceMetadata) -> dict[str, str]:
+    """The AWS side of a fake EC2 node's environment: every AWS API (SSM, S3) at moto with moto's dummy
+    credentials (a real node's come from its instance profile), and the instance metadata stand-in.
+    No region: a node asks the metadata service for its own, as cluster.yaml's start commands do."""
+    env = {k: v for k, v in moto.env.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION",
+                                                          "AWS_EC2_METADATA_DISABLED")}
+    env.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint)
+    return env
+
+
 def start_moto_s3() -> MotoS3:
     root = Path(tempfile.mkdtemp(prefix="gan-moto-"))
     port = free_port()
@@ -333,3 +350,68 @@ def start_mlflow_server(pg: Postgres, s3: MotoS3, *, database: str = "mlflow", b
         raise ServiceError(str(exc)) from None
     return MlflowServer(uri=uri, proc=proc, root=root, backend_store_uri=env["MLFLOW_BACKEND_STORE_URI"],
                         artifacts_destination=env["MLFLOW_ARTIFACTS_DESTINATION"])
+
+
+# --- EC2's instance metadata service ------------------------------------------------------------------
+
+
+@dataclass
+class InstanceMetadata:
+    """An IMDSv2 stand-in on 127.0.0.1:``port``: ``PUT /latest/api/token`` gives a session token, and a
+    ``GET`` answers only with that token (``HttpTokens: required``, as cluster.yaml launches its nodes).
+    ``requests`` records each request: (method, path, whether it carried the token)."""
+
+    port: int
+    region: str
+    server: ThreadingHTTPServer
+    requests: list[tuple[str, str, bool]]
+
+    @property
+    def endpoint(self) -> str:
+        """What ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` takes (botocore's setting for a custom endpoint)."""
+        return f"http://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_instance_metadata(region: str) -> InstanceMetadata:
+    token = secrets.token_urlsafe(24)
+    seen: list[tuple[str, str, bool]] = []
+    answers = {"/latest/meta-data/placement/availability-zone": f"{region}a",
+               "/latest/meta-data/placement/region": region}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, status: int, body: str = "") -> None:
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_PUT(self):  # noqa: N802 - http.server's name
+            seen.append(("PUT", self.path, False))
+            if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                self._reply(200, token)
+            else:
+                self._reply(400)
+
+        def do_GET(self):  # noqa: N802
+            with_token = self.headers.get("X-aws-ec2-metadata-token") == token
+            seen.append(("GET", self.path, with_token))
+            if not with_token:
+                self._reply(401)  # no IMDSv1
+            elif self.path.rstrip("/") in answers:
+                self._reply(200, answers[self.path.rstrip("/")])
+            else:
+                self._reply(404)
+
+        def log_message(self, format, *args):  # noqa: A002 - quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="fake-imds", daemon=True).start()
+    return InstanceMetadata(port=server.server_address[1], region=region, server=server, requests=seen)

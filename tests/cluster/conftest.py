@@ -5,7 +5,8 @@ Session-scoped servers (started once, stopped at the end, by process id / ``pg_c
 - ``postgres_server``: PostgreSQL 15 (``cluster_services.Postgres``). ``pg_database`` creates a fresh
   database in it per test and returns its SQLAlchemy URL (``postgresql+psycopg://``, password
   included), e.g. an Optuna storage.
-- ``moto_s3_server``: moto's S3 (``cluster_services.MotoS3``); ``s3_bucket`` is a bucket in it.
+- ``moto_s3_server``: moto's server (``cluster_services.MotoS3``): S3, and SSM for the start commands'
+  reads; ``s3_bucket`` is a bucket in it.
 - ``s3_env``: function-scoped; sets, for this test only (monkeypatch), the variables that point every
   S3 client of this process (boto3, pyarrow, MLflow) at moto with dummy credentials, and returns
   them as a dict for subprocesses and Ray runtime environments.
@@ -19,6 +20,9 @@ Module-scoped:
 
 A test that loses the head (or the MLflow server) and resumes keeps using the same PostgreSQL server
 and bucket: they are session-scoped precisely so that they outlive whatever the test kills.
+
+test_cluster_launch.py starts its own PostgreSQL, moto and instance metadata service inside the fake
+cluster's network namespace (fake_cluster.private_network), where these session servers are out of reach.
 """
 
 from __future__ import annotations

@@ -1,5 +1,12 @@
 """`ray up` / `ray down` of cluster.yaml on this one machine, with Ray's fake multi-node provider.
 
+The test config is cluster.yaml itself, loaded with a YAML parser: everything in it (setup and start
+commands, file_mounts, docker, auth, node types, their resources and worker counts) is used as
+written, and only what names AWS resources is replaced (``fake_config``): the ``provider`` section,
+and each node type's ``node_config`` (EC2's launch parameters), which becomes empty. The keys the file
+leaves to Ray's AWS defaults get them the way `ray up` fills them for ``type: aws`` (Ray's own
+``fillout_defaults``); for the ``external`` provider below Ray would fill in nothing.
+
 Ray ships a provider that fakes a multi-node cluster on one machine
 (``ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider``): when the
 autoscaler "launches" a node it starts another raylet here with the node type's resources (a
@@ -9,15 +16,29 @@ autoscaler "launches" a node it starts another raylet here with the node type's 
    ``fake_multi_node/example.yaml``, which Ray's wheel does not ship (``FileNotFoundError`` in
    ``ray up``, in the head's autoscaler and in ``ray.cluster_utils.AutoscalingCluster``). We use the
    provider's own hook instead: ``provider: type: external, module: <class>``. For ``external``
-   Ray's defaults are a built-in minimal dict, so no file is read, installed or removed; our
-   config is complete anyway since it is derived from cluster.yaml.
+   Ray's defaults are a built-in minimal dict, so no file is read, installed or removed.
 2. The provider assumes a head that `ray start` already runs (it is always in its node list, it
    cannot create or tag one, and it has no command runner: `ray up` would ssh to the node id).
    ``LocalFakeProvider`` adds what `ray up` / `ray down` need and nothing else: the head exists once
    `ray up` creates it, nodes and tags are kept in a JSON file shared by the processes that use the
    provider (`ray up`, the head's autoscaler, `ray down`), and commands for a node run here, in a
    shell whose HOME is that node's own folder (so `~/ray_bootstrap_config.yaml`, `~/.ray/auth_token`
-   and file_mounts land per node, as over ssh).
+   and file_mounts land per node, as over ssh). The docker section stays in the config: this
+   provider's command runner runs a node's commands on this machine, where its container would run
+   them (`ray down`'s ``docker stop`` fails and Ray only warns).
+
+The machine the fake nodes share stands in for EC2 (``private_network`` and the node environment):
+
+- its own network namespace, whose only interface is loopback: the ports cluster.yaml's commands
+  fix (Ray's 6379, 8076, the dashboard's 8265, MLflow's 5000) are free whatever else runs on the
+  machine, every server listens inside it, and the head's private address, as Ray picks it
+  (``ray.util.get_node_ip_address()``), is 127.0.0.1 (``FAKE_NODE_IP``);
+- the AWS services a node reads at start: moto (SSM, S3) and an instance metadata service
+  (tests/cluster/cluster_services.py), through the environment of a node's commands;
+- on each fake node's PATH, ahead of the real ones: ``ray`` (below) and ``pip``, which records a
+  ``pip install`` in ``~/pip-install.jsonl`` instead of installing (the node is this machine, whose
+  environment is the project's already; tests/cluster/test_cluster_yaml.py checks the pins against
+  pyproject.toml).
 
 Workers are still created and terminated by FakeMultiNodeProvider's own code, in the head's
 autoscaler process (node updaters are off, as in Ray's own fake cluster: a fake worker is a raylet
@@ -26,30 +47,33 @@ inherits comes from the worker's own start commands, though: ``LocalFakeProvider
 worker_start_ray_commands (from the head's ``~/ray_bootstrap_config.yaml``, with ``RAY_HEAD_IP``
 as the autoscaler sets it) in a fresh node environment, where the shim's ``ray start`` records the
 environment instead of starting; the raylet then gets exactly what those commands exported (a real
-worker's MLflow login read from SSM, say), and none of what only the head's start command exported
-(the PostgreSQL password).
+worker's region and MLflow login), and none of what only the head's start command exported (the
+PostgreSQL password).
 
 Stopping: on a real node `ray stop` stops every Ray process of the machine; here that would stop
-other people's Ray too. Each fake node's PATH starts with a ``ray`` that runs the real CLI except
-for ``ray stop``, which stops this fake cluster's processes only: those whose environment carries
-this cluster's marker (every process started through a fake node, and their children, inherit it),
-killed by process id. ``ray down`` uses the same path, then terminates the nodes in the state file.
+other people's Ray too. The ``ray`` shim runs the real CLI except for ``ray stop``, which stops this
+fake cluster's processes only: those whose environment carries this cluster's marker (every process
+started through a fake node, and their children, inherit it), killed by process id. ``ray down``
+uses the same path, then terminates the nodes in the state file.
 """
 
 from __future__ import annotations
 
 import copy
+import ctypes
 import fcntl
-import getpass
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,31 +87,63 @@ CLUSTER_YAML = REPO / "cluster.yaml"
 PY = sys.executable
 MARKER = "GAN_FAKE_CLUSTER_DIR"  # environment variable that tags every process of one fake cluster
 PROVIDER_MODULE = "fake_cluster.LocalFakeProvider"
-PLACEHOLDER = re.compile(r"\$\{(GAN_[A-Z0-9_]+)\}")
-# The one value of cluster.yaml's start commands that differs on the fake: the head's private address,
-# which they compute from the node (Ray's own choice of address). All fake nodes share this machine,
-# so the head (Ray and MLflow) is bound to 127.0.0.1 instead.
-HEAD_IP_DEFINITION = re.compile(r'\bHEAD_PRIVATE_IP="\$\([^"]*\)"')
-FAKE_HEAD_IP = "127.0.0.1"
-MLFLOW_PORT = 5000
+# The head's private address on the fake: the one interface of the fake's network namespace is
+# loopback, so Ray's choice of node address (what cluster.yaml's start commands bind Ray and MLflow
+# to) is 127.0.0.1.
+FAKE_NODE_IP = "127.0.0.1"
 START_CAPTURE = "GAN_FAKE_RAY_START_CAPTURE"  # set: the shim's `ray start` records its environment
+PIP_RECORD = "pip-install.jsonl"  # in a fake node's home: each `pip install` its commands ran
 SHELL_NOISE = ("_", "PWD", "OLDPWD", "SHLVL")
 
 
 # --- cluster.yaml -> the test config ----------------------------------------------------------------
 
 
-def render(text: str, values: dict[str, str]) -> str:
-    """What docs/cluster.md's one-liner does before `ray up`: fill the ${GAN_...} placeholders."""
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+def load_cluster_yaml(path: Path = CLUSTER_YAML) -> dict:
+    """cluster.yaml as `ray up` reads it: a YAML file, nothing filled in."""
+    return yaml.safe_load(path.read_text())
 
 
-def placeholders(text: str) -> set[str]:
-    return set(PLACEHOLDER.findall(text))
+def head_start_port(cluster: dict) -> int:
+    """The GCS port of the head's `ray start --head` in cluster.yaml."""
+    (cmd,) = [c for c in cluster["head_start_ray_commands"] if "ray start --head" in c]
+    return int(re.search(r"--port=(\d+)", cmd).group(1))
 
 
-def load_cluster_yaml(values: dict[str, str], path: Path = CLUSTER_YAML) -> dict:
-    return yaml.safe_load(render(path.read_text(), values))
+def mlflow_port(cluster: dict) -> int:
+    """The port of the head's `mlflow server` in cluster.yaml."""
+    (cmd,) = [c for c in cluster["head_start_ray_commands"] if "mlflow server" in c]
+    return int(re.search(r"mlflow server [^>]*--port (\d+)", cmd).group(1))
+
+
+def fake_config(cluster: dict, *, state_dir: Path, node_env: dict[str, str]) -> dict:
+    """The config `ray up` gets on the fake: cluster.yaml (``cluster``, as loaded) with Ray's AWS
+    defaults where the file has none, its ``provider`` section replaced by the fake provider's, and
+    each node type's ``node_config`` emptied. Nothing else changes; test_cluster_yaml.py checks
+    exactly this.
+
+    The fake provider's settings: where its state lives; the head's GCS address (cluster.yaml's
+    head command starts the GCS on ``FAKE_NODE_IP`` and its ``--port``), which Ray's fake provider
+    gives the raylets it starts; node updaters off and a launch per node, as in Ray's own fake
+    cluster; ``node_env``, added to the environment of every command run on a fake node (the test's
+    stand-ins for what an EC2 node has: the AWS endpoints of moto and of the metadata service)."""
+    from ray.autoscaler._private.util import fillout_defaults
+
+    cfg = fillout_defaults(copy.deepcopy(cluster))  # cluster.yaml has provider type aws
+    cfg["provider"] = {
+        "type": "external",
+        "module": PROVIDER_MODULE,
+        "state_dir": str(state_dir),
+        "gcs_address": f"{FAKE_NODE_IP}:{head_start_port(cluster)}",
+        "disable_node_updaters": True,
+        "disable_launch_config_check": True,
+        "launch_multiple": True,
+        "use_node_id_as_ip": True,
+        "node_env": dict(node_env),
+    }
+    for node_type in cfg["available_node_types"].values():
+        node_type["node_config"] = {}
+    return cfg
 
 
 @contextmanager
@@ -100,44 +156,6 @@ def _state_lock(state_dir: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _sub_once(pattern: str, repl: str, text: str) -> str:
-    out, n = re.subn(pattern, repl, text)
-    if n != 1:
-        raise ValueError(f"expected one {pattern!r} in {text!r}, found {n}")
-    return out
-
-
-def localize_start_commands(commands: list[str], ports: dict[str, int], *, head: bool) -> list[str]:
-    """cluster.yaml's start commands with what must differ on one shared machine: every port Ray and
-    MLflow open is a free one (other clusters may run here), and the head's private address is
-    127.0.0.1 (``HEAD_IP_DEFINITION``: Ray's node address and MLflow's bind address both follow).
-    Nothing else changes; the test of the derivation checks exactly this."""
-    out = []
-    for cmd in commands:
-        if "HEAD_PRIVATE_IP" in cmd:
-            cmd = _sub_once(HEAD_IP_DEFINITION.pattern, f"HEAD_PRIVATE_IP={FAKE_HEAD_IP}", cmd)
-        if "ray start --head" in cmd:
-            cmd = _sub_once(r"--port=6379\b", f"--port={ports['gcs']}", cmd)
-            cmd = _sub_once(r"--object-manager-port=8076\b", f"--object-manager-port={ports['object_manager']}", cmd)
-            cmd = _sub_once(
-                r"--dashboard-host=127\.0\.0\.1\b",
-                f"--dashboard-host=127.0.0.1 --dashboard-port={ports['dashboard']} "
-                f"--dashboard-agent-listen-port={ports['agent_http']} "
-                f"--dashboard-agent-grpc-port={ports['agent_grpc']} --metrics-export-port={ports['metrics']} "
-                f"--runtime-env-agent-port={ports['runtime_env_agent']} --node-manager-port={ports['node_manager']} "
-                f"--min-worker-port=0 --max-worker-port=0", cmd)
-        elif "ray start --address" in cmd:
-            cmd = _sub_once(r"\$RAY_HEAD_IP:6379\b", f"$RAY_HEAD_IP:{ports['gcs']}", cmd)
-            cmd = _sub_once(r"--object-manager-port=8076\b", "--object-manager-port=0", cmd)
-        if "mlflow server" in cmd:
-            cmd = _sub_once(rf"--port {MLFLOW_PORT}\b", f"--port {ports['mlflow']}", cmd)
-        cmd = re.sub(rf"(?<=:){MLFLOW_PORT}\b", str(ports["mlflow"]), cmd)  # MLflow's address in URIs, hosts
-        out.append(cmd)
-    if head:
-        assert any("ray start --head" in c for c in out), "no `ray start --head` in head_start_ray_commands"
-    return out
-
-
 def head_only_names(head_start_commands: list[str]) -> set[str]:
     """The variables the head's `ray start --head` command assigns (and so may give the head's Ray
     processes): what a worker's raylet must not inherit on the fake unless its own commands set it."""
@@ -148,49 +166,37 @@ def head_only_names(head_start_commands: list[str]) -> set[str]:
     return found
 
 
-def aws_defaults() -> dict:
-    import ray
+# --- the fake's network: a namespace of its own --------------------------------------------------------
 
-    return yaml.safe_load((Path(ray.__file__).parent / "autoscaler" / "aws" / "defaults.yaml").read_text())
-
-
-PORT_NAMES = ("gcs", "object_manager", "dashboard", "agent_http", "agent_grpc", "metrics",
-              "runtime_env_agent", "node_manager", "mlflow")
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
 
-def derive_test_config(cluster: dict, *, state_dir: Path, ports: dict[str, int], node_env: dict[str, str],
-                       cluster_name: str) -> dict:
-    """The fake-provider config for cluster.yaml (already rendered): same node types, resources,
-    min/max workers, file_mounts, setup commands and start commands (ports localized); what only
-    makes sense on AWS goes: the docker section (no container here), the EC2 node_configs,
-    ssh auth. ``node_env`` is added to the environment of every command run on a fake node (the
-    test's stand-ins for what an EC2 node has: the AWS endpoint of moto, dummy credentials)."""
-    cfg = copy.deepcopy(cluster)
-    # The fields cluster.yaml leaves to Ray's AWS defaults get the same values here (for
-    # `external` providers Ray fills in nothing).
-    for key, value in aws_defaults().items():
-        if key not in ("provider", "available_node_types", "head_node_type", "docker", "auth", "cluster_name"):
-            cfg.setdefault(key, copy.deepcopy(value))
-    cfg["cluster_name"] = cluster_name
-    cfg.pop("docker", None)
-    cfg["provider"] = {
-        "type": "external",
-        "module": PROVIDER_MODULE,
-        "state_dir": str(state_dir),
-        "gcs_address": f"127.0.0.1:{ports['gcs']}",
-        "disable_node_updaters": True,
-        "disable_launch_config_check": True,
-        "launch_multiple": True,
-        "use_node_id_as_ip": True,
-        "node_env": dict(node_env),
-    }
-    cfg["auth"] = {"ssh_user": getpass.getuser()}
-    for node_type in cfg["available_node_types"].values():
-        node_type["node_config"] = {}
-    cfg["head_start_ray_commands"] = localize_start_commands(cluster["head_start_ray_commands"], ports, head=True)
-    cfg["worker_start_ray_commands"] = localize_start_commands(cluster["worker_start_ray_commands"], ports,
-                                                               head=False)
-    return cfg
+def _loopback_up() -> None:
+    """``ip link set lo up``, by ioctl (a new network namespace's loopback is down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | _IFF_UP))
+
+
+@contextmanager
+def private_network():
+    """For the duration, this thread (and every process it starts) is in a new network namespace
+    with loopback only; then back in the one it was in. Needs CAP_SYS_ADMIN (root): PermissionError
+    otherwise. The namespace goes away with the last process in it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(f"/proc/self/task/{threading.get_native_id()}/ns/net") as before:
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise PermissionError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+        try:
+            _loopback_up()
+            yield
+        finally:
+            if libc.setns(before.fileno(), _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns back to the original network namespace: {os.strerror(err)}")
 
 
 # --- processes of one fake cluster ------------------------------------------------------------------
@@ -286,6 +292,18 @@ def ray_shim_main(argv: list[str]) -> None:
     main()
 
 
+def pip_shim_main(argv: list[str]) -> None:
+    """The ``pip`` on a fake node's PATH: ``pip install ...`` (cluster.yaml's setup command) is recorded
+    in ``~/pip-install.jsonl`` and installs nothing, the node being this machine; anything else is
+    the real pip."""
+    if len(argv) > 1 and argv[1] == "install":
+        with open(Path.home() / PIP_RECORD, "a") as f:
+            f.write(json.dumps({"argv": argv[1:]}) + "\n")
+        print("fake node: `pip install` recorded, not run (this machine's environment is the node's)")
+        return
+    os.execv(PY, [PY, "-m", "pip", *argv[1:]])
+
+
 # --- the provider and its command runner ------------------------------------------------------------
 
 from ray.autoscaler._private.command_runner import _with_environment_variables  # noqa: E402
@@ -306,7 +324,8 @@ def node_environment(provider_config: dict, node_id: str) -> dict[str, str]:
     state_dir = Path(provider_config["state_dir"])
     home = state_dir / "nodes" / node_id / "home"
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "PYTEST_", MARKER))}
+    # nothing of the AWS settings of the process that runs the command (a node has its own: node_env)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "PYTEST_", MARKER, "AWS_"))}
     env.update({
         "HOME": str(home),
         "PATH": f"{state_dir / 'bin'}:{Path(PY).parent}:{env.get('PATH', '/usr/bin:/bin')}",
@@ -427,7 +446,7 @@ class LocalFakeProvider(FakeMultiNodeProvider):
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._state_file = self._state_dir / "nodes.json"
         self._nodes = {}  # the parent's always-present head: here the head exists once `ray up` made it
-        self._install_ray_shim()
+        self._install_shims()
         self._refresh()
 
     # state shared through the file ---------------------------------------------------------------
@@ -451,14 +470,15 @@ class LocalFakeProvider(FakeMultiNodeProvider):
         for node_id in [n for n in self._nodes if n not in state]:
             self._nodes.pop(node_id)
 
-    def _install_ray_shim(self) -> None:
-        shim = self._state_dir / "bin" / "ray"
-        if shim.exists():
-            return
-        shim.parent.mkdir(parents=True, exist_ok=True)
-        shim.write_text(f"#!{PY}\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
-                        f"import fake_cluster\nfake_cluster.ray_shim_main(sys.argv)\n")
-        shim.chmod(0o755)
+    def _install_shims(self) -> None:
+        for name, main in (("ray", "ray_shim_main"), ("pip", "pip_shim_main")):
+            shim = self._state_dir / "bin" / name
+            if shim.exists():
+                continue
+            shim.parent.mkdir(parents=True, exist_ok=True)
+            shim.write_text(f"#!{PY}\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+                            f"import fake_cluster\nfake_cluster.{main}(sys.argv)\n")
+            shim.chmod(0o755)
 
     # NodeProvider ------------------------------------------------------------------------------------
 
@@ -579,25 +599,13 @@ class LocalFakeProvider(FakeMultiNodeProvider):
 # --- driving it from a test --------------------------------------------------------------------------
 
 
-def free_ports(names=PORT_NAMES) -> dict[str, int]:
-    import socket
-
-    socks, ports = [], {}
-    for name in names:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports[name] = s.getsockname()[1]
-    for s in socks:
-        s.close()
-    return ports
-
-
 class FakeCluster:
     """One fake cluster: its folder, config file, client environment, and the CLI calls on it.
 
     ``client_env`` is the environment of the user's terminal: HOME with the user's Ray token in
-    ``~/.ray/auth_token`` (what `ray get-auth-token --generate` makes), ``RAY_AUTH_MODE=token``."""
+    ``~/.ray/auth_token`` (what `ray get-auth-token --generate` makes), ``RAY_AUTH_MODE=token``.
+    ``ports``: what cluster.yaml's commands open on the head (the GCS, MLflow) and Ray's dashboard,
+    on its default port (cluster.yaml sets none)."""
 
     def __init__(self, config: dict, state_dir: Path, ports: dict[str, int]):
         self.config = config
@@ -621,20 +629,27 @@ class FakeCluster:
 
     @classmethod
     def create(cls, cluster: dict, *, node_env: dict[str, str] | None = None) -> FakeCluster:
+        """The fake cluster of ``cluster`` (cluster.yaml as loaded), in a new folder. Call it inside
+        ``private_network()``: cluster.yaml's ports are fixed."""
+        from ray._private.ray_constants import DEFAULT_DASHBOARD_PORT
+
         # short: Ray's Unix sockets live under <state_dir>/t/ray/session_*/sockets (108-byte limit)
         state_dir = Path(tempfile.mkdtemp(prefix="gfc-"))
-        ports = free_ports()
-        config = derive_test_config(cluster, state_dir=state_dir, ports=ports, node_env=node_env or {},
-                                    cluster_name=f"gan-fake-{state_dir.name[4:]}")
+        config = fake_config(cluster, state_dir=state_dir, node_env=node_env or {})
+        ports = {"gcs": head_start_port(cluster), "mlflow": mlflow_port(cluster), "dashboard": DEFAULT_DASHBOARD_PORT}
         return cls(config, state_dir, ports)
 
     @property
     def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.ports['dashboard']}"
+        return f"http://{FAKE_NODE_IP}:{self.ports['dashboard']}"
 
     @property
     def gcs_address(self) -> str:
-        return f"127.0.0.1:{self.ports['gcs']}"
+        return f"{FAKE_NODE_IP}:{self.ports['gcs']}"
+
+    @property
+    def head_home(self) -> Path:
+        return self.state_dir / "nodes" / FAKE_HEAD_NODE_ID / "home"
 
     def ray(self, *args: str, timeout: float = 300, check: bool = True, env: dict | None = None
             ) -> subprocess.CompletedProcess:

@@ -1,19 +1,25 @@
-"""cluster.yaml launches: `ray up` of a config derived from it, on this machine, with Ray's fake
-multi-node provider (see fake_cluster.py), against real stores (PostgreSQL, moto's S3 and SSM).
+"""cluster.yaml launches: `ray up` of cluster.yaml itself (its provider and node_configs replaced by
+Ray's fake multi-node provider, see fake_cluster.py) on this machine, in a network namespace of its
+own, against real stores and AWS stand-ins there: PostgreSQL, moto's SSM and S3, and an instance
+metadata service. Nothing is created for the cluster but what the one-time setup of docs/cluster.md
+makes: the bucket, an empty PostgreSQL server, the four SSM parameters.
 
 One cluster for the module, in order: `ray up` starts a head and no worker, with MLflow behind its
-basic-auth app; the search driver as a Ray Job makes the autoscaler add GPU workers, whose trials log
-to MLflow with the login their own start command read from SSM; a Ray Job asking for half a GPU
-lands on a GPU worker; a job survives the death of the client that submitted it and `ray job stop`
-stops one; `ray down` leaves nothing running. The stand-in workload is one line (``WORKLOAD``).
+basic-auth app, every setting read at start (region from the metadata service, the rest from SSM);
+the search driver as a Ray Job makes the autoscaler add GPU workers, whose trials log to MLflow with
+the login their own start command read from SSM; a Ray Job asking for half a GPU lands on a GPU
+worker; a job survives the death of the client that submitted it and `ray job stop` stops one;
+`ray down` leaves nothing running. The stand-in workload is one line (``WORKLOAD``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,13 +28,19 @@ import time
 import pytest
 import requests
 
+import cluster_services as cs
 import fake_cluster as fc
 
 pytestmark = pytest.mark.cluster
 
 PG_PASSWORD_PARAM = "/gan-refine-search/pg-password"
 MLFLOW_PASSWORD_PARAM = "/gan-refine-search/mlflow-password"
+PG_ADDRESS_PARAM = "/gan-refine-search/pg-address"
+BUCKET_PARAM = "/gan-refine-search/bucket"
 MLFLOW_USER = "admin"
+REGION = "eu-north-1"  # the fake nodes' region, as the metadata service says; cluster.yaml names none for them
+BUCKET = "gan-refine-search-test"
+DATABASES = ("optuna", "mlflow", "mlflow_auth")
 
 
 def gpu_task_entrypoint(cluster: fc.FakeCluster) -> list[str]:
@@ -39,54 +51,60 @@ def gpu_task_entrypoint(cluster: fc.FakeCluster) -> list[str]:
 
 
 def search_entrypoint(cluster: fc.FakeCluster) -> list[str]:
-    """The real workload: the search driver, as docs/cluster.md submits it."""
+    """The real workload: the search driver, as docs/cluster.md submits it (its MLflow server from
+    the head's environment, MLFLOW_TRACKING_URI; the stores from the flags)."""
     return ["python", "-m", "search.run", "--study", "dot_latent", "--budget", "smoke", "--trials", "2",
             "--address", "auto", "--gpus-per-trial", "0.5", "--cpus-per-trial", "1",
-            "--tracking-uri", cluster.mlflow_uri,
-            "--storage", f"postgresql+psycopg://gan@{cluster.values['GAN_PG_ADDRESS']}/optuna",
-            "--storage-path", f"s3://{cluster.values['GAN_BUCKET']}/gan-refine-search/ray"]
+            "--storage", f"postgresql+psycopg://gan@{cluster.pg_address}/optuna",
+            "--storage-path", f"s3://{BUCKET}/gan-refine-search/ray"]
 
 
 WORKLOAD = gpu_task_entrypoint  # the search driver: WORKLOAD = search_entrypoint
 
 
-def render_values(postgres_server, bucket: str) -> dict[str, str]:
-    """Stand-ins for the deployment settings docs/cluster.md has the user export."""
-    values = {name: f"test-{name.lower()}" for name in fc.placeholders(fc.CLUSTER_YAML.read_text())}
-    values.update(GAN_AWS_REGION="us-east-1", GAN_BUCKET=bucket,
-                  GAN_PG_ADDRESS=f"127.0.0.1:{postgres_server.port}")
-    return values
-
-
 @pytest.fixture(scope="module")
-def cluster(postgres_server, moto_s3_server, s3_bucket):
-    """`ray up` of cluster.yaml's fake twin; stopped (by its marker) whatever the tests did."""
+def cluster():
+    """`ray up` of cluster.yaml on the fake provider, in a network namespace with the one-time setup's
+    resources; stopped (by its marker) whatever the tests did, then the stores."""
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF: pip install 'mlflow[auth]'")
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
+    problem = cs.postgres_available()
+    if problem:
+        pytest.skip(problem)
     import boto3
 
-    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF: pip install 'mlflow[auth]'")
-    for db in ("mlflow", "mlflow_auth", "optuna"):
-        postgres_server.create_database(db)
-    # The passwords as cluster.yaml expects them: SSM SecureStrings each node reads at start.
-    mlflow_password = secrets.token_urlsafe(18)
-    ssm = boto3.client("ssm", endpoint_url=moto_s3_server.endpoint, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    for name, value in ((PG_PASSWORD_PARAM, postgres_server.password), (MLFLOW_PASSWORD_PARAM, mlflow_password)):
-        ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
-    values = render_values(postgres_server, s3_bucket)
-    node_env = {**moto_s3_server.env, "AWS_ENDPOINT_URL": moto_s3_server.endpoint,
-                # setup_commands pin the project's dependencies: here they are resolved, not installed
-                "PIP_DRY_RUN": "1"}
-    c = fc.FakeCluster.create(fc.load_cluster_yaml(values), node_env=node_env)
-    c.values = values
-    c.pg_url = postgres_server.url
-    c.pg = postgres_server
-    c.s3_endpoint = moto_s3_server.endpoint
-    c.mlflow_uri = f"http://{fc.FAKE_HEAD_IP}:{c.ports['mlflow']}"  # the head's private address, here
-    c.mlflow_auth = (MLFLOW_USER, mlflow_password)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(fc.private_network())
+        except PermissionError as exc:
+            pytest.skip(f"the fake cluster needs a network namespace of its own (root): {exc}")
+        pg = cs.start_postgres()  # empty: the head creates its databases
+        stack.callback(pg.stop)
+        moto = cs.start_moto_s3()
+        stack.callback(moto.stop)
+        imds = cs.start_instance_metadata(REGION)
+        stack.callback(imds.stop)
+        # The one-time setup's bucket and SSM parameters, in the nodes' region.
+        aws = {"endpoint_url": moto.endpoint, "region_name": REGION, "aws_access_key_id": "testing",
+               "aws_secret_access_key": "testing"}
+        boto3.client("s3", **aws).create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        mlflow_password = secrets.token_urlsafe(18)
+        pg_address = f"{pg.host}:{pg.port}"
+        ssm = boto3.client("ssm", **aws)
+        for name, value, kind in ((PG_PASSWORD_PARAM, pg.password, "SecureString"),
+                                  (MLFLOW_PASSWORD_PARAM, mlflow_password, "SecureString"),
+                                  (PG_ADDRESS_PARAM, pg_address, "String"), (BUCKET_PARAM, BUCKET, "String")):
+            ssm.put_parameter(Name=name, Value=value, Type=kind, Overwrite=True)
+        c = fc.FakeCluster.create(fc.load_cluster_yaml(), node_env=cs.node_aws_env(moto, imds))
+        stack.callback(c.cleanup)
+        c.pg = pg
+        c.pg_address = pg_address
+        c.pg_url = pg.url
+        c.aws = aws
+        c.imds = imds
+        c.mlflow_uri = f"http://{fc.FAKE_NODE_IP}:{c.ports['mlflow']}"  # the head's private address, here
+        c.mlflow_auth = (MLFLOW_USER, mlflow_password)
         yield c
-    finally:
-        c.cleanup()
 
 
 def job_status(cluster: fc.FakeCluster, job_id: str) -> str:
@@ -131,6 +149,19 @@ def test_up_starts_the_head_alone_with_token_auth_and_mlflow_behind_basic_auth(c
     status = cluster.ray("status", "--address", cluster.gcs_address).stdout
     assert "gpu_worker" not in status.split("Pending:")[0], status
     assert "0.0/8.0 CPU" in status and "GPU" not in status, status
+    # cluster.yaml's setup command ran on the head as written (the fake's pip records it)
+    (setup,) = fc.load_cluster_yaml()["setup_commands"]
+    recorded = [json.loads(line)["argv"] for line in (cluster.head_home / fc.PIP_RECORD).read_text().splitlines()]
+    assert recorded == [shlex.split(setup)[1:]]
+    # The region came from the metadata service, IMDSv2 only: a token first, every read with it.
+    assert ("PUT", "/latest/api/token", False) in cluster.imds.requests
+    reads = [r for r in cluster.imds.requests if r[0] == "GET"]
+    assert reads and all(with_token for _, _, with_token in reads), reads
+    assert {path.rstrip("/") for _, path, _ in reads} == {"/latest/meta-data/placement/availability-zone"}
+    # The head made the databases the stores need in the empty PostgreSQL server (address from SSM).
+    with cluster.pg.connect() as conn:
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+    assert set(DATABASES) <= names, names
     # Token authentication: the Jobs API refuses a request without the token.
     assert requests.get(f"{cluster.dashboard}/api/jobs/", timeout=10).status_code == 401
     assert requests.get(f"{cluster.dashboard}/api/jobs/", timeout=10,
@@ -152,17 +183,15 @@ def test_up_starts_the_head_alone_with_token_auth_and_mlflow_behind_basic_auth(c
     with cluster.pg.connect("mlflow_auth") as conn:
         assert conn.execute("SELECT username, is_admin FROM users").fetchall() == [(MLFLOW_USER, True)]
     # the auth app's ini on the head: owner-only, no password in it
-    ini = cluster.state_dir / "nodes" / fc.FAKE_HEAD_NODE_ID / "home" / "mlflow-auth.ini"
+    ini = cluster.head_home / "mlflow-auth.ini"
     assert ini.stat().st_mode & 0o777 == 0o600
     assert "password" not in ini.read_text() and cluster.mlflow_auth[1] not in ini.read_text()
-    # bound to the head's address (127.0.0.1 on the fake), not to the machine's other addresses
-    from ray._private.services import get_node_ip_address
-
-    other = get_node_ip_address()
-    if other != "127.0.0.1":
-        with socket.socket() as s:
-            s.settimeout(2)
-            assert s.connect_ex((other, cluster.ports["mlflow"])) != 0, f"MLflow answers on {other}"
+    # bound to the head's address (127.0.0.1 on the fake), not to a wildcard: another local address of
+    # the machine (127.0.0.2, on the loopback too) gets no answer
+    with socket.socket() as s:
+        s.settimeout(2)
+        assert s.connect_ex(("127.0.0.2", cluster.ports["mlflow"])) != 0, "MLflow answers on 127.0.0.2"
+    # artifacts go through the server's proxy
     from mlflow import MlflowClient
 
     os.environ.update(MLFLOW_TRACKING_USERNAME=MLFLOW_USER, MLFLOW_TRACKING_PASSWORD=cluster.mlflow_auth[1])
@@ -223,11 +252,12 @@ def test_the_search_driver_as_a_job_scales_gpu_workers_from_zero(cluster, data_r
                                "filter": "tags.`search.role` = 'trial'"})
     assert runs.status_code == 200, runs.text
     assert len(runs.json().get("runs", [])) == 2, runs.json()
-    s3 = boto3.client("s3", endpoint_url=cluster.s3_endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=cluster.values["GAN_BUCKET"],
-                                                 Prefix="gan-refine-search/ray/").get("Contents", [])]
+    s3 = boto3.client("s3", **cluster.aws)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="gan-refine-search/ray/").get("Contents", [])]
     assert any("/checkpoint_" in k for k in keys), keys[:20]
+    # the trials' MLflow artifacts (sample grids, models), through the head's proxy, in the bucket the
+    # head read from SSM
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="gan-refine-search/mlflow/").get("Contents")
 
 
 def _experiment_id(cluster: fc.FakeCluster, name: str) -> str:
@@ -258,6 +288,8 @@ def test_a_gpu_workload_makes_the_autoscaler_add_gpu_workers(cluster):
             assert seen[f"{side}_mlflow"] == {"uri": cluster.mlflow_uri, "user": MLFLOW_USER,
                                               "password_matches": True}, seen
         assert seen["task_pgpassword_set"] is False, seen
+        # each node's region, from the metadata service, in the environment of its Ray processes
+        assert seen["driver_region"] == seen["task_region"] == REGION, seen
     status = cluster.ray("status", "--address", cluster.gcs_address).stdout
     assert "gpu_worker" in status, status
     print(f"GPU workload done in {elapsed:.0f} s, workers: {gpu_workers(cluster)}")

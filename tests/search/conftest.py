@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from benchmarks.loopback_cluster import start_mlflow_server, stop_process_group
+from loopback_cluster import start_mlflow_server, stop_process_group
 
 
 @pytest.fixture(scope="session")

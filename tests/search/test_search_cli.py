@@ -9,7 +9,7 @@ import pytest
 
 from search.run import main
 
-from search_helpers import free_port, run_cli, write
+from search_helpers import free_port, run_cli, small_tmpfs, write
 
 
 def _error(argv: list[str], monkeypatch, tmp_path) -> str:
@@ -30,8 +30,8 @@ def _nothing_written(tmp_path) -> None:
     (["--study", "nope"],
      "unknown study 'nope'; valid choices: gan, dot_latent, dot_target, dot_embedded, ddls, pareto"),
     (["--study", "gan", "--sampler", "cmaes"], "unknown sampler 'cmaes'; valid choices: tpe, random, nsga2"),
-    (["--study", "gan", "--pruner", "asha"],
-     "unknown pruner 'asha'; valid choices: median, percentile, hyperband, none"),
+    (["--study", "gan", "--pruner", "halving"],
+     "unknown pruner 'halving'; valid choices: asha, median, percentile, hyperband, none"),
     (["--study", "gan", "--budget", "huge"], "unknown budget 'huge'; valid choices: smoke, small, full"),
     (["--study", "gan", "--precision", "fp16"], "unknown precision 'fp16'; valid choices: fp32, tf32, bf16"),
     (["--study", "pareto", "--pruner", "median"], "Optuna cannot prune multi-objective studies; use --pruner none"),
@@ -145,7 +145,8 @@ def test_failed_download_removes_the_folders_it_made(monkeypatch, tmp_path):
 
 
 def test_resume_command_repeats_every_store_and_data_flag():
-    from search.run import SearchOptions, resume_command
+    from search.options import SearchOptions
+    from search.resume import resume_command
 
     opts = SearchOptions(study="gan", runs_dir="elsewhere", storage="postgresql://u@db/optuna",
                          tracking_uri="http://head:5000", storage_path="s3://bucket/ray", address="10.0.0.1:6379",
@@ -155,12 +156,14 @@ def test_resume_command_repeats_every_store_and_data_flag():
         "--tracking-uri http://head:5000 --storage-path s3://bucket/ray --address 10.0.0.1:6379 "
         "--data-root /data/mnist --no-download")
     assert resume_command(SearchOptions(study="gan"), "gan") == "python -m search.run --name gan --resume"
+    assert resume_command(SearchOptions(study="gan", confirm=2), "gan") == (
+        "python -m search.run --name gan --resume --confirm 2")
 
 
 def _outcome(states: list[str], reasons: list[str | None], interrupted=False):
     import pandas as pd
 
-    from search.run import StudyOutcome
+    from search.report import StudyOutcome
 
     table = pd.DataFrame({"number": range(len(states)), "state": states, "fail_reason": reasons})
     return StudyOutcome(name="s", storage="sqlite:///o.db", tracking_uri="sqlite:///m.db", interrupted=interrupted,
@@ -184,3 +187,34 @@ def test_exit_status_and_failure_summary(capsys):
     assert exit_status(interrupted) == 130
     print_outcome(interrupted)
     assert "continue with: python -m search.run --name s --resume" in capsys.readouterr().out
+
+
+def test_a_runs_dir_too_small_for_the_study_is_refused_before_anything_starts(monkeypatch, tmp_path):
+    """The pre-flight estimates what the study's checkpoints and artifacts need (search.preflight)."""
+    with small_tmpfs(tmp_path / "small", "20m") as small:
+        msg = _error(["--study", "gan", "--budget", "smoke", "--trials", "5", "--runs-dir", str(small)],
+                     monkeypatch, tmp_path)
+        assert msg.startswith(f"error: --runs-dir {small} has 20 MB free; the 5 trials' checkpoints and artifacts "
+                              f"need about ") and "run fewer --trials" in msg
+        assert list(small.iterdir()) == []
+
+
+def test_study_disk_estimate_golden():
+    from search.preflight import checkpoint_bytes, study_disk_bytes
+
+    # the MLP pair with batch norm in G: G 1,489,936 and D 1,460,225 float32 weights, Adam's two moments of
+    # each, and the averaged G: 4 x (3 x 2,949,649 + 1,489,424) bytes
+    assert checkpoint_bytes(("mlp",), ema=True) == 4 * (3 * 2_950_161 + 1_489_936)
+    assert checkpoint_bytes(("mlp", "dcgan"), ema=False) == 4 * 3 * 2_950_161  # the larger of the two
+    assert study_disk_bytes(trials=2, checkpoint=300, reports=4) == 2 * (300 + 100 + 4 * 40_000) + 32 * 2**20
+
+
+def test_argparse_errors_are_one_line_too(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "search.run", "--trials", "ten"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "error: argument --trials: invalid int value: 'ten' (see python -m search.run --help)"]

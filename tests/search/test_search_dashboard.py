@@ -18,22 +18,26 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from benchmarks.loopback_cluster import stop_process_group
 from search.bridge import OptunaPruningScheduler, OptunaSearcher, StudyLink
+from search.hardware import Hardware
 from search.messages import FinalReport, TrainReport
+from search.options import SearchOptions
 from search.preflight import Placement
-from search.run import SearchOptions, open_stores, plan_study, report, resolve_stores
+from search.report import report
+from search.settings import plan_study
+from search.stores import open_stores, resolve_stores
 from search.tracking import TrialRun
 
+from loopback_cluster import stop_process_group
 from ui_helpers import dashboard_study, start_dashboard
 
 NAME = "dash"
-# (intermediate FID per step, final metrics or None): the middle curve is worse than the first
-# trial's at step 50, so the median pruner (1 start-up trial at smoke) stops it there
+# (intermediate FID per image mark, final metrics or None): the middle curve is worse than the first
+# trial's at 3,200 images, so the median pruner (1 start-up trial at smoke) stops it there
 CURVES = [
-    ({25: 300.0, 50: 200.0, 75: 150.0, 100: 120.0}, {"fid": 110.0, "precision": 0.7, "recall": 0.4}),
-    ({25: 280.0, 50: 400.0}, None),
-    ({25: 250.0, 50: 180.0, 75: 140.0, 100: 100.0}, {"fid": 95.0, "precision": 0.75, "recall": 0.45}),
+    ({1600: 300.0, 3200: 200.0, 4800: 150.0, 6400: 120.0}, {"fid": 110.0, "precision": 0.7, "recall": 0.4}),
+    ({1600: 280.0, 3200: 400.0}, None),
+    ({1600: 250.0, 3200: 180.0, 4800: 140.0, 6400: 100.0}, {"fid": 95.0, "precision": 0.75, "recall": 0.45}),
 ]
 
 
@@ -46,14 +50,11 @@ def study(tmp_path_factory) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = tmp_path_factory.mktemp("dashboard-study")
     opts = SearchOptions(study="gan", name=NAME, budget="smoke", pruner="median", sampler="random",
-                         trials=len(CURVES), runs_dir=str(root / "runs"))
+                         trials=len(CURVES), runs_dir=str(root / "runs"), recipes=False)
     stores = resolve_stores(opts, Placement(cluster=False, address=None))
-    plan = plan_study(opts, stores)
+    plan = plan_study(opts, stores.storage, Hardware(cluster=False, gpus=0, cpus=2))
     opened = open_stores(plan, stores)
-    s = plan.settings
-    link = StudyLink(storage=stores.storage, study_name=plan.name, study=s.study, narrowing=plan.narrowing,
-                     sampler=s.sampler, pruner=s.pruner, seed=s.seed, budget=s.budget, n_trials=s.trials,
-                     n_to_run=opened.remaining, study_run=opened.study_run, _study=opened.study)
+    link = StudyLink(plan=plan, study=opened.study, n_to_run=opened.remaining, study_run=opened.study_run)
     searcher, scheduler = OptunaSearcher(link), OptunaPruningScheduler(link)
     for curve, final in CURVES:  # one trial after the other, as Ray runs them with one slot
         trial = Trial("ray_trainable", stub=True)
@@ -61,14 +62,14 @@ def study(tmp_path_factory) -> dict:
         number = config["optuna_trial"]
         run = TrialRun.open(link.study_run, study_name=NAME, trial_number=number, params=config["params"])
         last = None
-        for step, fid in curve.items():
-            last = TrainReport(**_ids(number, run.run_id), step=step, fid_intermediate=fid, loss_d=0.5,
-                               loss_g=0.7).to_result()
+        for images, fid in curve.items():
+            last = TrainReport(**_ids(number, run.run_id), step=images // 64, images=images, fid_intermediate=fid,
+                               loss_d=0.5, loss_g=0.7).to_result()
             if scheduler.on_trial_result(None, trial, last) == TrialScheduler.STOP:
                 break
         if final is not None:
             metrics = {**final, "fid_before": final["fid"], "best_step": 0.0}
-            last = FinalReport(**_ids(number, run.run_id), train_steps=100, metrics=metrics,
+            last = FinalReport(**_ids(number, run.run_id), train_steps=100, train_images=6400, metrics=metrics,
                                evaluator="mnist-lenet-seed0", evaluator_sha256="0" * 64).to_result()
         searcher.on_trial_complete(trial.trial_id, last)
     report(plan, stores, opened, completed=True, resume_command="", notes=[])
@@ -79,7 +80,8 @@ def study(tmp_path_factory) -> dict:
 def test_the_study_holds_complete_and_pruned_trials(study):
     trials = study["trials"]
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
-    assert trials[1].user_attrs["pruned_at_step"] == 50 and trials[1].intermediate_values == CURVES[1][0]
+    assert trials[1].user_attrs["pruned_at_images"] == 3200 and trials[1].intermediate_values == CURVES[1][0]
+    assert [t.user_attrs["train_images"] for t in trials] == [6400, 3200, 6400]
 
 
 def test_optuna_dashboard_api_shows_the_study(study):
@@ -106,7 +108,7 @@ def test_optuna_dashboard_api_shows_the_study(study):
         shown_attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
         assert shown_attrs["mlflow_run_id"] == t.user_attrs["mlflow_run_id"]
     pruned_attrs = {a["key"]: a["value"] for a in detail["trials"][1]["user_attrs"]}
-    assert pruned_attrs["pruned_at_step"] == "50"
+    assert pruned_attrs["pruned_at_images"] == "3200"
     assert detail["has_intermediate_values"] is True
     assert [t["number"] for t in detail["best_trials"]] == [2]
     assert {"architecture", "loss", "lr_g"} <= {p["name"] for p in detail["union_search_space"]}

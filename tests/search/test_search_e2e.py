@@ -13,12 +13,14 @@ from optuna.trial import TrialState
 
 from gan_models import load_models
 from search.budgets import BUDGETS
+from search.recipes import RECIPES, recipe_params
+from search.studies import get_study
 
 from search_helpers import GOOD_CONFIG, SMOKE_SPACE, artifact_paths, mlflow_runs, optuna_trials, run_cli, write
 
 pytestmark = pytest.mark.slow
 SMOKE = BUDGETS["smoke"]
-# learns nothing in 100 steps: tiny learning rates and a crippled WGAN critic
+# learns nothing in 6,400 images: tiny learning rates and a crippled WGAN critic
 POOR_CONFIG = {**GOOD_CONFIG, "loss": "wgan", "clip_value": 0.001, "lr_g": 1e-5, "lr_d": 1e-5}
 GOOD_HINGE = {**GOOD_CONFIG, "loss": "hinge"}
 FINISHED_STATES = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
@@ -37,10 +39,10 @@ def _study(tmp_path: Path, env, name: str, extra: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def gan_study(tmp_path_factory, search_env):
     tmp = tmp_path_factory.mktemp("gan-study")
-    # two good configs run first, side by side; the poor one starts only when a slot frees, so it meets
-    # the pruner (median, 1 start-up trial at smoke) with at least one good trial complete
+    # two good configs run first, side by side; the poor one starts only when a slot frees, so it meets the
+    # default pruner (successive halving: at the first rung, 1,600 images, only the best third goes on) after both
     enqueue = write(tmp / "enqueue.yaml", yaml.safe_dump([GOOD_CONFIG, GOOD_HINGE, POOR_CONFIG]))
-    return _study(tmp, search_env, "gan", ["--enqueue", str(enqueue), "--pruner", "median", "--max-concurrent", "2"])
+    return _study(tmp, search_env, "gan", ["--enqueue", str(enqueue), "--no-recipes", "--max-concurrent", "2"])
 
 
 def _check_study_stores(s: dict, name: str, n_objectives: int) -> list:
@@ -67,7 +69,7 @@ def _check_study_stores(s: dict, name: str, n_objectives: int) -> list:
     for t in complete:
         assert len(t.values) == n_objectives
         row = table[table["number"] == t.number].iloc[0]
-        assert row["fid"] == pytest.approx(t.user_attrs["fid"]) and row["train_steps"] == SMOKE.steps
+        assert row["fid"] == pytest.approx(t.user_attrs["fid"]) and row["train_images"] == SMOKE.images
     study_files = set(artifact_paths(s["tracking"], parents[0].info.run_id))
     assert {"study/trials.parquet", "study/pareto_front.parquet", "study/pareto_front.png"} <= study_files
     assert any(f.startswith("study/history_") for f in study_files)
@@ -75,7 +77,7 @@ def _check_study_stores(s: dict, name: str, n_objectives: int) -> list:
     return trials
 
 
-def _check_complete_run(uri: str, run, *, refined: bool) -> None:
+def _check_complete_run(uri: str, run, trial, *, refined: bool) -> None:
     from mlflow import MlflowClient
 
     c = MlflowClient(uri)
@@ -84,17 +86,22 @@ def _check_complete_run(uri: str, run, *, refined: bool) -> None:
         assert key in m, key
     assert 0.0 <= m["precision"] <= 1.0 and 0.0 <= m["recall"] <= 1.0 and m["n_final"] == SMOKE.n_final
     assert len(run.data.tags["evaluator_sha256"]) == 64
+    # the intermediate FID at each image mark, logged at the generator step that reached it
+    marks = SMOKE.report_steps(trial.params["batch_size"] * trial.params["n_critic"])
     curve = c.get_metric_history(run.info.run_id, "fid_intermediate")
-    assert [p.step for p in sorted(curve, key=lambda p: p.step)] == list(range(SMOKE.eval_every, SMOKE.steps + 1,
-                                                                               SMOKE.eval_every))
+    assert sorted(p.step for p in curve) == sorted(marks)
+    images = c.get_metric_history(run.info.run_id, "images")
+    assert sorted((p.step, p.value) for p in images) == sorted(marks.items())
+    last = max(marks)
     losses = c.get_metric_history(run.info.run_id, "loss_d")
-    assert sorted(p.step for p in losses) == list(range(1, SMOKE.steps + 1))
+    assert sorted(p.step for p in losses) == list(range(1, last + 1))
     files = set(artifact_paths(uri, run.info.run_id))
     assert "checkpoint/models.pt" in files
-    assert {f"samples/step_{s:06d}.png" for s in range(SMOKE.eval_every, SMOKE.steps + 1, SMOKE.eval_every)} <= files
+    assert {f"samples/step_{s:06d}.png" for s in marks} <= files
     local = c.download_artifacts(run.info.run_id, "checkpoint/models.pt")
     models = load_models(local)
-    assert models.step == SMOKE.steps and models.generator is not None and models.discriminator is not None
+    assert models.step == last and models.generator is not None and models.discriminator is not None
+    assert models.averaged == (trial.params["ema_decay"] > 0)  # the sampling generator: the average when kept
     if refined:
         assert {"refinement/frontier.parquet", "refinement/frontier.png", "refinement/strip.png",
                 "refinement/precision_recall.png"} <= files
@@ -104,7 +111,7 @@ def _check_complete_run(uri: str, run, *, refined: bool) -> None:
         assert frontier["fid"].iloc[-1] == pytest.approx(m["fid"]) and frontier["fid"].iloc[0] == pytest.approx(
             m["fid_before"])
         assert m["best_step"] == frontier.loc[frontier["fid"].idxmin(), "step"]
-        assert "k_eff" in m or run.data.params["k_eff"] == "one"
+        assert "k_eff" in m or run.data.params["refine_k_eff"] == "one"
     else:
         assert m["fid"] == m["fid_before"] and "samples/final_samples.png" in files
 
@@ -131,7 +138,7 @@ def test_gan_study_stores_and_tables(gan_study):
     for t in trials:
         if t.state == TrialState.COMPLETE:
             run = next(r for r in runs if r.data.tags["optuna.trial_number"] == str(t.number))
-            _check_complete_run(gan_study["tracking"], run, refined=False)
+            _check_complete_run(gan_study["tracking"], run, t, refined=False)
     front = pd.read_parquet(gan_study["report"] / "pareto_front.parquet")
     assert set(front["number"]) <= {t.number for t in trials if t.state == TrialState.COMPLETE}
 
@@ -142,22 +149,23 @@ def test_poor_config_is_pruned_in_optuna_and_stopped_in_ray(gan_study):
     poor = trials[2]
     assert poor.params == POOR_CONFIG
     assert poor.state == TrialState.PRUNED  # Ray's stock OptunaSearch would say COMPLETE
-    step = poor.user_attrs["pruned_at_step"]
-    assert step < SMOKE.steps and poor.user_attrs["train_steps"] == step
-    assert max(poor.intermediate_values) == step and poor.value == pytest.approx(poor.intermediate_values[step])
+    images = poor.user_attrs["pruned_at_images"]
+    assert images == SMOKE.asha_min_images and poor.user_attrs["train_images"] == images  # the first rung
+    assert max(poor.intermediate_values) == images and poor.value == pytest.approx(poor.intermediate_values[images])
     # Ray: the trial's last result is the intermediate one the scheduler answered STOP to
     (trial_dir,) = (gan_study["ray"] / "gan-session001").glob("trial_0002_*")
     results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
-    assert {r["phase"] for r in results} == {"train"} and results[-1]["step"] == step
+    assert {r["phase"] for r in results} == {"train"} and results[-1]["images"] == images
     assert results[-1]["done"] is True
     _, runs = mlflow_runs(gan_study["tracking"], "gan")
     run2 = next(r for r in runs if r.data.tags["optuna.trial_number"] == "2")
-    assert run2.data.tags["pruned_at_step"] == str(step) and "fid" not in run2.data.metrics
+    assert run2.data.tags["pruned_at_images"] == str(images) and "fid" not in run2.data.metrics
 
 
 @pytest.fixture(scope="module")
 def dot_latent_study(tmp_path_factory, search_env, mlflow_server):
     tmp = tmp_path_factory.mktemp("dot-latent-study")
+    # the known-good recipes are a new study's first trials (4 trials: the best four that fit the space)
     s = _study(tmp, search_env, "dot_latent", ["--pruner", "none", "--max-concurrent", "2",
                                                "--tracking-uri", mlflow_server["uri"]])
     return {**s, "tracking": mlflow_server["uri"]}
@@ -167,10 +175,14 @@ def test_dot_latent_study_on_a_real_mlflow_server(dot_latent_study):
     trials = _check_study_stores(dot_latent_study, "dot_latent", 1)
     _, runs = mlflow_runs(dot_latent_study["tracking"], "dot_latent")
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    study = get_study("dot_latent")
+    recipes = list(RECIPES.values())[:4]
+    assert [t.user_attrs["enqueued"] for t in trials] == [f"recipe {r.name}" for r in recipes]
+    assert [t.params for t in trials] == [recipe_params(r, study) for r in recipes]
     for t in trials:
         if t.state == TrialState.COMPLETE:
-            assert t.params["refine_method"] in ("latent", "latent-image") and 1 <= t.params["refine_steps"] <= 20
-            _check_complete_run(dot_latent_study["tracking"], by_number[t.number], refined=True)
+            assert t.params["refine_method"] == "latent" and t.params["refine_steps"] == 10
+            _check_complete_run(dot_latent_study["tracking"], by_number[t.number], t, refined=True)
             assert t.value == pytest.approx(t.user_attrs["fid"])  # the objective: FID after refinement
     assert f"MLflow UI: open {dot_latent_study['tracking']}" in dot_latent_study["proc"].stdout
 
@@ -180,7 +192,7 @@ def pareto_study(tmp_path_factory, search_env):
     # Ray's results go to a URI, as on a cluster (s3://...): the same pyarrow filesystem path, on disk
     tmp = tmp_path_factory.mktemp("pareto-study")
     shared = tmp / "shared-storage"
-    s = _study(tmp, search_env, "pareto", ["--max-concurrent", "2", "--storage-path", shared.as_uri()])
+    s = _study(tmp, search_env, "pareto", ["--max-concurrent", "2", "--storage-path", shared.as_uri(), "--no-recipes"])
     return {**s, "ray": shared}
 
 
@@ -213,6 +225,8 @@ def test_ray_results_and_checkpoints_go_to_a_storage_uri(pareto_study):
         # num_to_keep=1: the last intermediate report's checkpoint, G and D state plus its step
         (checkpoint,) = trial_dir.glob("checkpoint_*")
         assert (checkpoint / "checkpoint.pt").is_file()
-        assert json.loads((checkpoint / "meta.json").read_text())["step"] == SMOKE.steps
+        last_train = results[-2]  # the final report carries no checkpoint: the last image mark's does
+        assert last_train["phase"] == "train" and last_train["images"] == SMOKE.images
+        assert json.loads((checkpoint / "meta.json").read_text())["step"] == last_train["step"]
     assert finals >= 1
     assert not (pareto_study["root"] / "runs" / "ray").exists()  # nothing went to the local default

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from benchmarks.loopback_cluster import LoopbackCluster, can_isolate
-
+from loopback_cluster import LoopbackCluster, can_isolate
 from search_helpers import PY, SMOKE_SPACE, artifact_paths, mlflow_runs, optuna_trials, wait_for, write
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(bool(can_isolate()), reason=str(can_isolate()))]

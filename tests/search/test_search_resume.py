@@ -10,18 +10,11 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from search.preflight import PreflightError, check_tracking_uri
 from search.report import best_trials, pareto_front, trials_table
 from search.resume import INTERRUPTED, finished_trials, reconcile_runs, recover_stale_trials
 from search.studies import get_study
-from search.tracking import (
-    TrackingError,
-    TrialRun,
-    check_tracking_uri,
-    client,
-    end_trial_run,
-    open_study_run,
-    trial_runs,
-)
+from search.tracking import TrackingError, TrialRun, client, end_trial_run, open_study_run, trial_runs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -83,7 +76,7 @@ def test_stale_trials_fail_and_rerun_and_runs_are_reconciled(stores):
 def test_resume_reuses_the_parent_run_and_refuses_a_duplicate(stores):
     _, uri = stores
     first = open_study_run(uri, "parent-unit", resume=False, tags={"budget": "smoke"})
-    with pytest.raises(TrackingError, match="already has this study's parent run"):
+    with pytest.raises(TrackingError, match="already has study 'parent-unit'.s parent run"):
         open_study_run(uri, "parent-unit", resume=False, tags={})
     client(uri).set_terminated(first.parent_run_id, "KILLED")
     again = open_study_run(uri, "parent-unit", resume=True, tags={})
@@ -98,9 +91,9 @@ def _free_port() -> int:
 
 
 def test_unreachable_tracking_server_fails_fast():
-    with pytest.raises(TrackingError, match=r"MLflow tracking server http://127.0.0.1:\d+ is unreachable"):
+    with pytest.raises(PreflightError, match=r"MLflow tracking server http://127.0.0.1:\d+ is unreachable"):
         check_tracking_uri(f"http://127.0.0.1:{_free_port()}")
-    with pytest.raises(TrackingError, match="use sqlite:///PATH.db or http://HOST:PORT"):
+    with pytest.raises(PreflightError, match="use sqlite:///PATH.db or http://HOST:PORT"):
         check_tracking_uri("file:///tmp/mlruns")
 
 
@@ -149,3 +142,15 @@ def test_intermediate_fid_plot_marks_pruned_curves_where_they_were_cut():
     assert styles == [((25, 50, 75), "-", "None"), ((25, 50), "--", "None"), ((50,), "None", "x")]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["trial 0 (complete)", "trial 1 (pruned at 50)"]
+
+
+def test_a_rerun_of_an_interrupted_confirmation_keeps_its_seed(stores):
+    """A cut-off trial is enqueued again with what it was given besides its params (search.confirm's seed)."""
+    storage, _ = stores
+    study = optuna.create_study(study_name="carry-unit", storage=storage)
+    study.enqueue_trial({"x": 0.5}, user_attrs={"seed": 3, "confirms": 7, "note": "dropped"})
+    t = study.ask()
+    t.suggest_float("x", 0.0, 1.0)
+    assert recover_stale_trials(study) == [t.number]
+    rerun = study.get_trials(states=(TrialState.WAITING,))[0]
+    assert rerun.user_attrs == {"seed": 3, "confirms": 7, "retry_of": t.number}

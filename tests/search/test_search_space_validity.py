@@ -89,17 +89,17 @@ def test_every_proposed_configuration_is_valid(name, sampler, small_nets):
 
 def test_k_eff_choices_by_study():
     def choices(name):
-        return set(get_study(name).specs["k_eff"].choices)
+        return set(get_study(name).specs["refine_k_eff"].choices)
 
     for name in ("dot_latent", "dot_target", "pareto"):
         assert choices(name) == {"estimate", "mean-of-max", "one", "gradient"}
     assert choices("dot_embedded") == {"estimate", "mean-of-max", "one"}  # no gradient of D in a feature space
-    assert all("clip_images" not in s.specs for s in STUDIES.values())
+    assert all("refine_clip_images" not in s.specs for s in STUDIES.values())
 
 
 def test_an_unscorable_configuration_fails_before_training():
     # what dot_target used to propose: images left unclipped, which the evaluator rejects after training
     with pytest.raises(ValueError, match="clip_images=False can leave images outside"):
-        refine_config({"refine_method": "target", "clip_images": False, "refine_steps": 3})
+        refine_config({"refine_method": "target", "refine_clip_images": False, "refine_steps": 3})
     with pytest.raises(RefineConfigError, match="k_eff 'gradient' needs an image or latent cost space"):
-        refine_config({"refine_method": "embedded-latent", "k_eff": "gradient"})
+        refine_config({"refine_method": "embedded-latent", "refine_k_eff": "gradient"})

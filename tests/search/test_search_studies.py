@@ -36,7 +36,9 @@ def test_every_study_samples_valid_configs_with_conditional_params(name):
         seen |= set(recorded)
         assert set(recorded) <= set(params)  # Optuna records exactly what was suggested
         cfg = train_config(params, budget=BUDGETS["smoke"], seed=3)
-        assert isinstance(cfg, TrainConfig) and cfg.steps == BUDGETS["smoke"].steps and cfg.seed == 3
+        assert isinstance(cfg, TrainConfig) and cfg.seed == 3
+        # the budget's images, whatever the batch and critic steps: 6,400 / (batch x n_critic), rounded up
+        assert cfg.steps == -(-BUDGETS["smoke"].images // (cfg.batch_size * cfg.n_critic))
         # conditional where the math is: exactly the options the loss declares
         loss = get_loss(params["loss"]).needs
         assert ("lambda_gp" in params) == loss.gradient_penalty
@@ -49,11 +51,13 @@ def test_every_study_samples_valid_configs_with_conditional_params(name):
         assert isinstance(rc, RefineConfig) and 1 <= rc.steps <= 20
         method = METHODS[rc.method]
         if not method.dot:
-            assert "refine_lr" not in params and "ddls_step_size" in params
+            assert "refine_lr" not in params and "refine_ddls_step_size" in params
+            assert rc.ddls_step_size == params["refine_ddls_step_size"]
             continue
-        assert "clip_images" not in params and rc.clip_images  # a scored trial always clips its images
-        assert ("projection" in params) == (method.moves_latent and params["latent_prior"] == "normal")
-        assert params["k_eff"] in method.k_eff_choices
+        assert "refine_clip_images" not in params and rc.clip_images  # a scored trial always clips its images
+        assert ("refine_projection" in params) == (method.moves_latent and params["latent_prior"] == "normal")
+        assert params["refine_k_eff"] in method.k_eff_choices and rc.k_eff == params["refine_k_eff"]
+        assert (rc.lr, rc.steps) == (params["refine_lr"], params["refine_steps"])
     assert seen == set(s.specs), f"parameters never sampled: {set(s.specs) - seen}"
 
 
@@ -72,17 +76,31 @@ def test_study_objectives_and_directions():
 def test_study_spaces_follow_the_declarations():
     """A study offers the K_eff choices that all its methods declare, and the projection iff one moves a latent."""
     for s in STUDIES.values():
-        if not s.refines or "k_eff" not in s.specs:  # no DOT
+        if not s.refines or "refine_k_eff" not in s.specs:  # no DOT
             continue
         if "refine_method" in s.specs:
             methods = s.specs["refine_method"].choices
         else:  # one method, fixed by the study
             methods = (_sample(s.name, 1)[0][0]["refine_method"],)
         declared = [METHODS[m] for m in methods]
-        assert set(s.specs["k_eff"].choices) == set.intersection(*(set(m.k_eff_choices) for m in declared))
-        assert ("projection" in s.specs) == any(m.moves_latent for m in declared)
-    assert get_study("dot_embedded").specs["k_eff"].choices == ("estimate", "mean-of-max", "one")
-    assert "projection" not in get_study("dot_target").specs
+        assert set(s.specs["refine_k_eff"].choices) == set.intersection(*(set(m.k_eff_choices) for m in declared))
+        assert ("refine_projection" in s.specs) == any(m.moves_latent for m in declared)
+        assert s.methods == methods
+    assert get_study("dot_embedded").specs["refine_k_eff"].choices == ("estimate", "mean-of-max", "one")
+    assert "refine_projection" not in get_study("dot_target").specs
+
+
+def test_every_parameter_names_its_config_field():
+    """A GAN parameter is the TrainConfig field of its name, a refinement one refine_ + its RefineConfig field."""
+    from search.studies import TRAIN_FIELDS, refine_field
+
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    refine_fields = {f.name for f in dataclasses.fields(RefineConfig)}
+    for s in STUDIES.values():
+        for name in s.specs:
+            assert name in train_fields if name in TRAIN_FIELDS else refine_field(name) in refine_fields, name
+    assert refine_field("refine_lr") == "lr" and refine_field("refine_k_eff") == "k_eff"
+    assert refine_field("lr_g") is None and refine_field("refine_nothing") is None
 
 
 def test_list_studies_one_line_each():
@@ -94,7 +112,7 @@ def test_list_studies_one_line_each():
     (get_study, "dot", "gan, dot_latent, dot_target, dot_embedded, ddls, pareto"),
     (get_budget, "huge", "smoke, small, full"),
     (lambda n: make_sampler(n, seed=0, n_trials=4), "cmaes", "tpe, random, nsga2"),
-    (lambda n: make_pruner(n, BUDGETS["smoke"]), "asha", "median, percentile, hyperband, none"),
+    (lambda n: make_pruner(n, BUDGETS["smoke"]), "halving", "asha, median, percentile, hyperband, none"),
 ])
 def test_unknown_names_list_the_valid_ones(lookup, bad, valid):
     with pytest.raises(ValueError, match=f"unknown .*{bad!r}; valid choices: {valid}"):
@@ -105,34 +123,44 @@ def test_registries_build_real_optuna_objects():
     assert isinstance(make_sampler("nsga2", seed=1, n_trials=8), optuna.samplers.NSGAIISampler)
     assert isinstance(make_sampler("tpe", seed=1, n_trials=8), optuna.samplers.TPESampler)
     assert isinstance(make_pruner("hyperband", BUDGETS["small"]), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("asha", BUDGETS["small"]), optuna.pruners.SuccessiveHalvingPruner)
     assert isinstance(make_pruner("none", BUDGETS["small"]), optuna.pruners.NopPruner)
-    assert set(SAMPLERS) == {"tpe", "random", "nsga2"} and set(PRUNERS) == {"median", "percentile", "hyperband", "none"}
+    assert set(SAMPLERS) == {"tpe", "random", "nsga2"}
+    assert set(PRUNERS) == {"asha", "median", "percentile", "hyperband", "none"}
 
 
 def test_median_pruner_prunes_a_worse_curve_after_warmup():
-    b = BUDGETS["smoke"]  # 1 start-up trial, decisions from the first report (step 25) on
+    b = BUDGETS["smoke"]  # 1 start-up trial, decisions from the first report (1,600 images) on
     study = optuna.create_study(pruner=make_pruner("median", b))
     good = study.ask()
-    for step, v in ((25, 100.0), (50, 90.0)):
-        good.report(v, step)
+    for images, v in ((1600, 100.0), (3200, 90.0)):
+        good.report(v, images)
     study.tell(good, 90.0)
     poor = study.ask()
-    poor.report(150.0, 25)
+    poor.report(150.0, 1600)
     assert poor.should_prune()
     better = study.ask()
-    better.report(80.0, 25)
+    better.report(80.0, 1600)
     assert not better.should_prune()
 
 
-def test_budgets_are_frozen_and_consistent():
+def test_budgets_count_images_and_mark_the_halving_rungs():
     for b in BUDGETS.values():
-        assert b.steps % b.eval_every == 0 and b.score_steps[0] == 0
-        with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'steps'"):
-            b.steps = 1  # frozen
-    assert BUDGETS["small"].n_final == 10000 and BUDGETS["small"].n_intermediate == 2000
-    assert BUDGETS["smoke"].steps <= 200
-    assert BUDGETS["small"].refine_score_steps(7) == (0, 1, 2, 5, 7)
-    assert BUDGETS["small"].refine_score_steps(20) == (0, 1, 2, 5, 10, 20)
+        assert b.images % b.eval_every == 0 and b.score_steps[0] == 0 and b.marks[-1] == b.images
+        assert b.asha_min_images % b.eval_every == 0  # a rung is a report
+        with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'images'"):
+            b.images = 1  # frozen
+    small = BUDGETS["small"]
+    # η = 3 over three rungs: the first at a ninth of the images, the second at a third, on report marks
+    assert len(small.marks) == 9 and small.asha_min_images * 9 == small.images
+    assert small.n_final == 10000 and small.n_intermediate == 2000 and small.n_real == 10000
+    smoke = BUDGETS["smoke"]
+    assert smoke.marks == (1600, 3200, 4800, 6400) and smoke.asha_min_images == 1600
+    # batch 64: a mark every 25 steps; batch 32 with 3 critic steps (96 images a step): ceil(1600 / 96) = 17, ...
+    assert smoke.report_steps(64) == {25: 1600, 50: 3200, 75: 4800, 100: 6400}
+    assert smoke.report_steps(96) == {17: 1600, 34: 3200, 50: 4800, 67: 6400} and smoke.steps_for(96) == 67
+    assert small.refine_score_steps(7) == (0, 1, 2, 5, 7)
+    assert small.refine_score_steps(20) == (0, 1, 2, 5, 10, 20)
 
 
 def test_narrowing_fixes_subsets_and_subranges():
@@ -186,22 +214,23 @@ def test_every_pruner_runs_the_bridge_protocol(name):
         t = study.ask()
         get_study("gan").suggest(t)
         pruned = False
-        for step in range(b.eval_every, b.steps + 1, b.eval_every):
-            t.report(100.0 + 50.0 * (i % 2) - step / 10, step)  # odd trials are uniformly worse
+        for images in b.marks:
+            t.report(100.0 + 50.0 * (i % 2) - images / 640, images)  # odd trials are uniformly worse
             if t.should_prune():
                 study.tell(t, state=optuna.trial.TrialState.PRUNED)
                 pruned = True
                 break
         if not pruned:
-            study.tell(t, 100.0 + 50.0 * (i % 2) - b.steps / 10)
+            study.tell(t, 100.0 + 50.0 * (i % 2) - b.images / 640)
         states.append(study.trials[-1].state)
     assert states[0] == optuna.trial.TrialState.COMPLETE
     if name in ("median", "percentile"):
         assert states[1] == optuna.trial.TrialState.PRUNED and states[2] == optuna.trial.TrialState.COMPLETE
-    if name == "hyperband":  # rungs at min_resource * 3^k = 25, 75 steps; only the worse (odd) trials stop
-        stopped = {t.number: max(t.intermediate_values) for t in study.trials
-                   if t.state == optuna.trial.TrialState.PRUNED}
-        assert stopped and set(stopped) <= {1, 3, 5} and set(stopped.values()) <= {25, 75}
+    stopped = {t.number: max(t.intermediate_values) for t in study.trials if t.state == optuna.trial.TrialState.PRUNED}
+    if name == "asha":  # a worse trial is never in the best third at the first rung (1,600 images): it stops there
+        assert stopped == {1: 1600, 3: 1600, 5: 1600}
+    if name == "hyperband":  # rungs at min_resource * 3^k = 1,600, 4,800 images; only the worse (odd) trials stop
+        assert stopped and set(stopped) <= {1, 3, 5} and set(stopped.values()) <= {1600, 4800}
         assert all(study.trials[i].state == optuna.trial.TrialState.COMPLETE for i in (0, 2, 4))
     if name == "none":
         assert set(states) == {optuna.trial.TrialState.COMPLETE}

@@ -14,27 +14,25 @@ import pytest
 
 from search.budgets import BUDGETS
 from search.messages import FINAL_METRICS, FailedReport, FinalReport, TrainReport
-from search.payload import TrialContext, TrialPayload, build_inputs
-from search.studies import get_study
+from search.payload import TrialContext, TrialPayload, load_inputs
 from search.tracking import open_study_run
 from search.trial import LocalReporter, run_trial
 
-from search_helpers import GOOD_CONFIG, artifact_paths
+from search_helpers import GOOD_CONFIG, artifact_paths, plan_for
 
 SMOKE = BUDGETS["smoke"]
-LATENT = {**GOOD_CONFIG, "refine_method": "latent", "refine_steps": 2, "refine_lr": 0.01, "refine_optimizer": "adam",
-          "refine_norm": "l2", "k_eff": "one", "projection": "exact"}
+LATENT = {**GOOD_CONFIG, "ema_decay": 0.99, "refine_method": "latent", "refine_steps": 2, "refine_lr": 0.01,
+          "refine_optimizer": "adam", "refine_norm": "l2", "refine_k_eff": "one", "refine_projection": "exact"}
 
 
 @pytest.fixture(scope="module")
 def payload(tmp_path_factory, data_root, search_env, monkeypatch_module):
     monkeypatch_module.setenv("GAN_EVAL_CACHE", search_env["GAN_EVAL_CACHE"])
-    inputs = build_inputs(dataset="mnist", study=get_study("dot_latent"), budget=SMOKE, data_root=data_root,
-                          download=False)
-    uri = f"sqlite:///{tmp_path_factory.mktemp('trial') / 'mlflow.db'}"
-    study_run = open_study_run(uri, "in-process", resume=False, tags={})
-    context = TrialContext(study="dot_latent", study_name="in-process", budget="smoke", seed=0, dataset="mnist",
-                           study_run=study_run)
+    folder = tmp_path_factory.mktemp("trial")
+    plan = plan_for("dot_latent", f"sqlite:///{folder / 'optuna.db'}", name="in-process")
+    inputs = load_inputs(plan, data_root=str(data_root), download=False)
+    study_run = open_study_run(f"sqlite:///{folder / 'mlflow.db'}", "in-process", resume=False, tags={})
+    context = TrialContext(plan=plan, study_run=study_run)
     # from here on, the trial can reach neither the data nor the evaluation cache
     monkeypatch_module.setenv("GAN_DATA_ROOT", "/nonexistent/data")
     monkeypatch_module.setenv("GAN_EVAL_CACHE", "/nonexistent/cache")
@@ -53,15 +51,25 @@ def test_a_trial_reports_train_then_final_and_logs_its_run(payload):
     assert isinstance(out, FinalReport) and reporter.reports[-1] == out
     train = reporter.reports[:-1]
     assert all(isinstance(r, TrainReport) for r in train)
-    assert [r.step for r in train] == list(range(SMOKE.eval_every, SMOKE.steps + 1, SMOKE.eval_every))
+    # every mark of the budget's images, at the first step that reaches it: 1,600 images = 25 steps of 64
+    assert [r.images for r in train] == [1600, 3200, 4800, 6400] and [r.step for r in train] == [25, 50, 75, 100]
     assert all(math.isfinite(r.fid_intermediate) and r.fid_intermediate > 0 for r in train)
-    assert out.train_steps == SMOKE.steps and out.optuna_trial == 7 and len(out.evaluator_sha256) == 64
+    assert out.train_steps == 100 and out.train_images == SMOKE.images
+    assert out.optuna_trial == 7 and len(out.evaluator_sha256) == 64
     assert set(FINAL_METRICS) <= set(out.metrics) and out.metrics["n_final"] == SMOKE.n_final
     assert 0.0 <= out.metrics["precision"] <= 1.0 and out.metrics["k_eff"] == 1.0
     # the last intermediate FID and the unrefined final FID score the same generator at different n
     assert out.metrics["fid_before"] > 0
     files = set(artifact_paths(payload.context.study_run.tracking_uri, out.mlflow_run_id))
     assert {"checkpoint/models.pt", "refinement/frontier.parquet", "samples/step_000100.png"} <= files
+
+
+def test_equal_images_whatever_the_batch_and_critic_steps(payload):
+    """A batch of 32 with 2 critic steps consumes 64 real images a step, as a batch of 64 with 1 does."""
+    reporter = LocalReporter()
+    out = run_trial(payload, {**LATENT, "batch_size": 32, "n_critic": 2, "refine_steps": 1}, 9, reporter, seed=3)
+    assert isinstance(out, FinalReport) and out.train_steps == 100 and out.train_images == SMOKE.images
+    assert [r.images for r in reporter.reports[:-1]] == [1600, 3200, 4800, 6400]
 
 
 def test_a_bad_configuration_fails_at_once_with_its_reason(payload):

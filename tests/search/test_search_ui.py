@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loopback_cluster import stop_process_group
-
+from loopback_cluster import stop_process_group
 from search_helpers import mlflow_runs, optuna_trials, run_cli, write
 from ui_helpers import (
     BIN,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.loopback_cluster import (  # stop_process_group: re-exported to the tests
+from loopback_cluster import (  # stop_process_group: re-exported to the tests
     free_port,
     start_http_server,
 )

@@ -2,7 +2,8 @@
 
 The head advertises no GPU, so the task can only run once the autoscaler has added a GPU worker.
 Prints one JSON line: where the task ran and what the job saw (the driver's and the task's MLflow
-login included: each node's start command reads it from SSM).
+login and AWS region included: each node's start command reads them at start, from SSM and from the
+instance metadata service).
 """
 
 import hashlib
@@ -30,7 +31,8 @@ def on_a_gpu_node(hold_s: float, expected_sha256: str | None) -> dict:
     time.sleep(hold_s)
     return {"node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "task_mlflow": mlflow_login(expected_sha256), "task_pgpassword_set": bool(os.environ.get("PGPASSWORD"))}
+            "task_mlflow": mlflow_login(expected_sha256), "task_pgpassword_set": bool(os.environ.get("PGPASSWORD")),
+            "task_region": os.environ.get("AWS_DEFAULT_REGION")}
 
 
 def main() -> None:
@@ -47,7 +49,8 @@ def main() -> None:
     print("GPU_TASK " + json.dumps({**where, "driver_node_id": head, "waited_s": time.monotonic() - started,
                                     "project": project, "pgpassword_set": bool(os.environ.get("PGPASSWORD")),
                                     "auth_mode": os.environ.get("RAY_AUTH_MODE"),
-                                    "driver_mlflow": mlflow_login(expected_sha256)}), flush=True)
+                                    "driver_mlflow": mlflow_login(expected_sha256),
+                                    "driver_region": os.environ.get("AWS_DEFAULT_REGION")}), flush=True)
 
 
 if __name__ == "__main__":

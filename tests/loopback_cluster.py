@@ -1,7 +1,7 @@
 """A loopback Ray cluster whose worker nodes cannot see the driver's files, and an MLflow server.
 
-Used by the multi-node tests and ``benchmarks.cluster_scaling`` to run the cluster path on one
-machine as it runs on a real cluster.
+The tests' own harness (the multi-node and server tests import it; ``benchmarks.cluster_scaling`` reuses
+it as ``tests.loopback_cluster``) to run the cluster path on one machine as it runs on a real cluster.
 
 The head starts with ``--num-cpus 0`` (no trial runs beside the driver). Each worker node is
 ``ray start --address`` inside its own mount namespace (``unshare -m``) with an empty tmpfs over
