@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +37,10 @@ RAY_START_S = 20.0  # starting Ray and the first trial's actor, seen on 2 CPU co
 # pruner -> (share of a full trial's images a trial spends on average once the first ones ran, share that
 # completes). Successive halving with η = 3 over 3 rungs: 1/9 + (1/3)(2/9) + (1/9)(6/9) = 0.26 of the images
 # (ASHA's paper arithmetic), 1/9 complete; the median pruners' shares are those pruning_gain measured.
+_ETA = ASHA_REDUCTION
 PRUNER_SPEND: dict[str, tuple[float, float]] = {
-    "asha": ((1 + (ASHA_REDUCTION**2 - 1) / ASHA_REDUCTION) / ASHA_REDUCTION**2, 1 / ASHA_REDUCTION**2),
+    # rungs at 1/η² and 1/η of the images: all trials reach the first, 1/η the second, 1/η² the end
+    "asha": (1 / _ETA**2 + (1 / _ETA) * (1 / _ETA - 1 / _ETA**2) + (1 / _ETA**2) * (1 - 1 / _ETA), 1 / _ETA**2),
     "hyperband": (0.4, 0.2),
     "median": (0.57, 0.5),
     "percentile": (0.51, 0.44),
@@ -122,9 +124,13 @@ def _architectures(space: Mapping[str, ParamSpec]) -> tuple[str, ...]:
     return tuple(spec.choices) if isinstance(spec, Categorical) else ("mlp",)
 
 
-def measure_speed(inputs: TrialInputs, space: Mapping[str, ParamSpec], *, threads: int, device: str) -> Speed:
-    """Train the first recipe's networks for MEASURE_S seconds per architecture in ``space``, and score
-    one batch of samples, on ``threads`` threads of ``device``."""
+def measure_speed(inputs: TrialInputs, space: Mapping[str, ParamSpec], *, threads: int, device: str,
+                  at_once: int = 1) -> Speed:
+    """Train the first recipe's networks for MEASURE_S seconds per architecture in ``space``, ``at_once``
+    trainers side by side (the trials share the machine's cores and memory), and score one batch of
+    samples; each on ``threads`` threads of ``device``. Rates are per trial."""
+    import threading
+
     import torch
 
     from gan_models import TrainConfig, Trainer
@@ -136,19 +142,18 @@ def measure_speed(inputs: TrialInputs, space: Mapping[str, ParamSpec], *, thread
     try:
         rates = []
         for arch in _architectures(space):
-            params = {**next(iter(RECIPES.values())).params, "architecture": arch}
-            trainer = Trainer(TrainConfig.from_dict(params), inputs.train_images, device=device)
-            trainer.train_step()  # first-call costs (allocations, kernel choices) are not the pace
-            trainer.sync()
-            start, steps = time.perf_counter(), 0
-            while time.perf_counter() - start < MEASURE_S:
-                trainer.train_step()
-                steps += 1
-            trainer.sync()
-            rates.append(steps * trainer.config.images_per_step / (time.perf_counter() - start))
+            config = TrainConfig.from_dict({**next(iter(RECIPES.values())).params, "architecture": arch})
+            trainers = [Trainer(config.replace(seed=i), inputs.train_images, device=device) for i in range(at_once)]
+            counts = [0] * at_once
+            workers = [threading.Thread(target=_train_for, args=(t, counts, i)) for i, t in enumerate(trainers)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            rates.append(sum(counts) / at_once * config.images_per_step / MEASURE_S)
         evaluator = inputs.evaluator.to(device)
         n = 1000
-        samples = trainer.sample(n)
+        samples = trainers[0].sample(n)
         start = time.perf_counter()
         evaluator.score(samples)
         score_s = (time.perf_counter() - start) / n
@@ -156,6 +161,17 @@ def measure_speed(inputs: TrialInputs, space: Mapping[str, ParamSpec], *, thread
         torch.set_num_threads(saved)
     # trials draw architectures evenly at first: the harmonic mean is the rate of the mix
     return Speed(images_per_s=len(rates) / sum(1 / r for r in rates), score_s_per_sample=score_s)
+
+
+def _train_for(trainer, counts: list[int], i: int) -> None:
+    """Steps of ``trainer`` in MEASURE_S seconds, after one untimed step (allocations, kernel choices)."""
+    trainer.train_step()
+    trainer.sync()
+    start = time.perf_counter()
+    while time.perf_counter() - start < MEASURE_S:
+        trainer.train_step()
+        counts[i] += 1
+    trainer.sync()
 
 
 def estimate_s(study: Study, budget: Budget, *, trials: int, pruner: str, at_once: int, speed: Speed,
@@ -173,6 +189,11 @@ def estimate_s(study: Study, budget: Budget, *, trials: int, pruner: str, at_onc
                 if study.refines else 0.0)
     final_s = completed * (refine_s + budget.n_final * speed.score_s_per_sample)
     return RAY_START_S + (train_s + reports_s + final_s) / at_once
+
+
+def fit_trials(estimate: Callable[[int], float], *, limit_s: float, most: int) -> int:
+    """The most trials (up to ``most``, at least 1) whose ``estimate(trials)`` fits in ``limit_s`` seconds."""
+    return max((n for n in range(1, most + 1) if estimate(n) <= limit_s), default=1)
 
 
 def clock(seconds: float) -> str:

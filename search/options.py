@@ -14,6 +14,7 @@ from .errors import SearchError
 
 DEFAULT_RUNS_DIR = "runs"
 DEFAULT_CONFIRM_TOP = 3
+DEFAULT_TIME_LIMIT_MIN = 60.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class SearchOptions:
     recipes: bool = True  # enqueue the known-good recipes (search.recipes) as a new study's first trials
     confirm: int = 0  # K: retrain the best configurations with K more seeds (search.confirm)
     confirm_top: int = DEFAULT_CONFIRM_TOP
+    time_limit_min: float = DEFAULT_TIME_LIMIT_MIN  # without --trials: as many trials as fit in it here
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: a quarter GPU per trial where there are GPUs, else none
     max_concurrent: int | None = None
@@ -68,6 +70,8 @@ class SearchOptions:
         if self.num_gpus is not None and self.address:
             raise SearchError("--num-gpus sets a locally started Ray's GPUs; with --address the cluster's nodes "
                               "declare their own (drop one of the two)")
+        if not self.time_limit_min > 0:
+            raise SearchError(f"--time-limit must be > 0 minutes, got {self.time_limit_min:g}")
         if not self.progress_every_s > 0:
             raise SearchError(f"--progress-every must be > 0 seconds, got {self.progress_every_s:g}")
 

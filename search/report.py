@@ -109,7 +109,8 @@ def plot_front(table: pd.DataFrame, front: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("precision")
     ax.set_title("precision / recall of the final samples")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing complete yet: no legend to draw
+        ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -168,6 +169,9 @@ def optuna_plots(study: optuna.Study, study_def: Study, folder: Path) -> tuple[d
     for name, job in jobs.items():
         if name.startswith("importance") and len(complete) < 2:
             skipped[name] = f"needs 2 complete trials, has {len(complete)}"
+            continue
+        if name.startswith(("history", "pareto_front")) and not complete:
+            skipped[name] = "no complete trial yet"
             continue
         try:
             with warnings.catch_warnings():
@@ -247,6 +251,7 @@ class StudyOutcome:
     name: str
     storage: str
     tracking_uri: str
+    experiment_id: str  # the study's MLflow experiment
     interrupted: bool
     table: pd.DataFrame  # every trial
     best: pd.DataFrame  # the best trials / the Pareto front
@@ -275,6 +280,6 @@ def report(plan: StudyPlan, stores: Stores, opened: OpenStudy, *, completed: boo
         end_study_run(opened.study_run, "FINISHED")
     table = trials_table(opened.study)
     return StudyOutcome(name=plan.name, storage=stores.storage, tracking_uri=stores.tracking_uri,
-                        interrupted=not completed, table=table, best=best_trials(plan.study, table, confirmed),
-                        report_dir=report_dir, skipped_plots=skipped, resume_command=resume_command, notes=notes,
-                        confirmed=confirmed)
+                        experiment_id=opened.study_run.experiment_id, interrupted=not completed, table=table,
+                        best=best_trials(plan.study, table, confirmed), report_dir=report_dir, skipped_plots=skipped,
+                        resume_command=resume_command, notes=notes, confirmed=confirmed)

@@ -10,7 +10,7 @@ The driver is a sequence of named steps (``run_study``):
 1. ``resolve_stores``   where the study's record, its checkpoints and its runs live (search.stores);
 2. ``plan_study``       the study's settings, from the flags or stored with it on --resume (search.settings);
 3. ``load_inputs``      the data, the evaluator and the embedders, read once here for every trial (search.payload);
-4. ``check_machine``    the estimate and the disk space the study needs, said before anything starts;
+4. ``size_study``      this machine measured: the trials that fit --time-limit, the estimate, the disk space;
 5. ``start_ray``        start or join Ray, check resources and the stores from the worker nodes (search.preflight);
 6. ``open_stores``      the MLflow parent run and the Optuna study: the first write of all (search.stores);
 7. ``run_trials``       Ray Tune runs the trials; the Optuna bridge samples, prunes and records (search.tuner);
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from gan_models.cli import OneLineArgumentParser, cli_prog
 
 from .errors import DiskFull, SearchError, is_disk_full, one_line
-from .options import DEFAULT_CONFIRM_TOP, DEFAULT_RUNS_DIR, SearchOptions
+from .options import DEFAULT_CONFIRM_TOP, DEFAULT_RUNS_DIR, DEFAULT_TIME_LIMIT_MIN, SearchOptions
 
 if TYPE_CHECKING:
     from .hardware import Hardware
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .settings import StudyPlan
     from .stores import OpenStudy, Stores
 
+TIME_LIMIT_HEADROOM = 0.9  # a study sized to --time-limit is sized to this share of it
 EXIT_SIGNALLED = {signal.SIGINT: 130, signal.SIGTERM: 143}  # as a shell reports a process ended by the signal
 
 
@@ -67,10 +68,10 @@ def run_study(opts: SearchOptions, *, log=print) -> StudyOutcome:
     stores = resolve_stores(opts, placement)
     plan = plan_study(opts, stores.storage, hardware)
     inputs = load_inputs(plan, data_root=opts.data_root, download=opts.download)
-    gpus_per_trial = check_machine(opts, plan, stores, inputs, hardware, log=log)
+    plan, gpus_per_trial = size_study(opts, plan, stores, inputs, hardware, log=log)
     with ray_session(opts):
         gpus_per_trial, ray_notes = _check_ray(opts, stores, placement, gpus_per_trial)
-        for note in (*plan.notes, *ray_notes):
+        for note in ray_notes:
             log(f"note: {note}")
         opened = _open(plan, stores)
         for note in opened.notes:
@@ -88,34 +89,55 @@ def run_study(opts: SearchOptions, *, log=print) -> StudyOutcome:
                       notes=ray_notes, confirmed=confirmed)
 
 
-def check_machine(opts: SearchOptions, plan: StudyPlan, stores: Stores, inputs: TrialInputs, hardware: Hardware, *,
-                  log) -> float:
-    """Say what the study should cost here (time and disk) before anything starts; returns the GPU share of a
-    trial (``--gpus-per-trial``, else a quarter GPU where there are GPUs: on a cluster, decided once joined)."""
-    from .hardware import clock, estimate_s, gpus_per_trial, measure_speed, trials_at_once
-    from .preflight import PreflightError, check_disk_space
+def size_study(opts: SearchOptions, plan: StudyPlan, stores: Stores, inputs: TrialInputs, hardware: Hardware, *,
+               log) -> tuple[StudyPlan, float]:
+    """Measure this machine, say what the study should cost here (time, disk) before anything starts, and
+    fit a new study's trial count to --time-limit when --trials is not given. Returns the plan and the GPU
+    share of a trial (--gpus-per-trial, else a quarter GPU where there are GPUs; on a cluster: once joined)."""
+    from .hardware import clock, estimate_s, fit_trials, gpus_per_trial, measure_speed, trials_at_once
+    from .settings import DEFAULTS
 
     share = gpus_per_trial(opts.gpus_per_trial, gpus_available=hardware.gpus > 0)
-    remaining = _remaining_trials(opts, plan, stores)
-    need = disk_need(plan, stores, remaining)
+    estimate_line = ""
+    if not hardware.cluster:
+        at_once = trials_at_once(hardware, cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=share,
+                                 max_concurrent=opts.max_concurrent)
+        device = "cuda" if share > 0 and hardware.gpus > 0 else "cpu"  # too few GPUs: Ray's check says so next
+        speed = measure_speed(inputs, {**plan.study.specs, **plan.narrowing}, threads=int(opts.cpus_per_trial),
+                              device=device, at_once=at_once)
+
+        def estimate(trials: int) -> float:
+            return estimate_s(plan.study, plan.budget, trials=trials, pruner=plan.settings.pruner, at_once=at_once,
+                              speed=speed, startup_trials=plan.budget.prune_startup_trials)
+
+        fitted = ""
+        if opts.trials is None and not plan.resume:
+            # 10% headroom: the estimate measures seconds of training, the study's pace varies around it
+            limit_s = TIME_LIMIT_HEADROOM * 60 * opts.time_limit_min
+            plan = plan.with_trials(fit_trials(estimate, limit_s=limit_s, most=DEFAULTS["trials"]))
+            fitted = f", the trials that fit in --time-limit {opts.time_limit_min:g} min (--trials to choose)"
+        remaining = _remaining_trials(opts, plan, stores)
+        if remaining:
+            estimate_line = (
+                f"estimate: {clock(estimate(remaining))} for {remaining} trials{fitted}, {at_once} at once "
+                f"({speed.images_per_s:,.0f} training images/s per trial measured on this machine's {device}, "
+                f"{plan.budget.images:,} images per trial, pruner {plan.settings.pruner})")
+    for line in (*(f"note: {n}" for n in plan.notes), estimate_line):  # what was chosen here, then its cost
+        if line:
+            log(line)
+    _check_disk(plan, stores, _remaining_trials(opts, plan, stores))
+    return plan, share
+
+
+def _check_disk(plan: StudyPlan, stores: Stores, trials: int) -> None:
+    from .preflight import PreflightError, check_disk_space
+
+    need = disk_need(plan, stores, trials)
     if need is not None:
         try:
-            check_disk_space(stores.runs_dir, need, what=f"the {remaining} trials' checkpoints and artifacts")
+            check_disk_space(stores.runs_dir, need, what=f"the {trials} trials' checkpoints and artifacts")
         except PreflightError as exc:
             raise SearchError(str(exc)) from None
-    space = {**plan.study.specs, **plan.narrowing}
-    if hardware.cluster or not remaining:
-        return share
-    at_once = trials_at_once(hardware, cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=share,
-                             max_concurrent=opts.max_concurrent)
-    device = "cuda" if share > 0 and hardware.gpus > 0 else "cpu"  # too few GPUs: Ray's check says so next
-    speed = measure_speed(inputs, space, threads=int(opts.cpus_per_trial), device=device)
-    seconds = estimate_s(plan.study, plan.budget, trials=remaining, pruner=plan.settings.pruner, at_once=at_once,
-                         speed=speed, startup_trials=plan.budget.prune_startup_trials)
-    log(f"estimate: {clock(seconds)} for {remaining} trials, {at_once} at once ({speed.images_per_s:,.0f} training "
-        f"images/s per trial measured on this machine's {device}, {plan.budget.images:,} images per trial, "
-        f"pruner {plan.settings.pruner})")
-    return share
 
 
 def _remaining_trials(opts: SearchOptions, plan: StudyPlan, stores: Stores) -> int:
@@ -251,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the sampler alone (default: the known-good recipes are a new study's first "
                         "trials, search.recipes)")
     p.add_argument("--name", help="study name in Optuna and MLflow (default: the study's)")
-    p.add_argument("--trials", type=int, help=f"total trials of the study (default {DEFAULTS['trials']})")
+    p.add_argument("--trials", type=int, help=f"total trials of the study (default: on this machine, as many as fit "
+                                              f"--time-limit, at most {DEFAULTS['trials']}; on a cluster "
+                                              f"{DEFAULTS['trials']})")
+    p.add_argument("--time-limit", dest="time_limit_min", type=float, default=DEFAULT_TIME_LIMIT_MIN, metavar="MIN",
+                   help=f"without --trials: the minutes the study should take here, by the estimate printed before "
+                        f"its first trial (default {DEFAULT_TIME_LIMIT_MIN:g})")
     p.add_argument("--budget", help=f"{' | '.join(BUDGETS)} (default: full where there are GPUs, else small)")
     p.add_argument("--dataset", help=f"{' | '.join(DATASETS)} (default {DEFAULTS['dataset']})")
     p.add_argument("--precision", help=f"{' | '.join(PRECISION_NAMES)}: of training and refinement (default "
@@ -397,7 +424,7 @@ def print_outcome(out: StudyOutcome) -> None:
         print(f"note: plot {name} not drawn: {why}")
     print(f"tables and plots: {out.report_dir}")
     print(f"Optuna storage: {out.storage}")
-    print(f"MLflow UI: {ui_command(out.tracking_uri)}")
+    print(f"MLflow UI: {ui_command(out.tracking_uri, out.experiment_id)}")
     if out.interrupted:
         print(f"interrupted; continue with: {out.resume_command}")
     elif not out.n_complete:

@@ -70,6 +70,17 @@ class StudyPlan:
     resume: bool = False
     notes: tuple[str, ...] = ()  # what was chosen for the user (hardware, recipes left out)
 
+    def with_trials(self, trials: int) -> StudyPlan:
+        """The plan for ``trials`` trials (a new study sized to the machine): what it tries first capped to them."""
+        recipes = [e for e in self.enqueued if e[0].startswith("recipe ")]
+        others = [e for e in self.enqueued if not e[0].startswith("recipe ")]
+        notes = list(self.notes)
+        if len(recipes) > trials:
+            notes.append(f"recipes {', '.join(label[len('recipe '):] for label, _ in recipes[trials:])} left out: "
+                         f"only {trials} trials")
+        return dataclasses.replace(self, settings=self.settings.replace(trials=trials),
+                                   enqueued=(*recipes[:trials], *others), notes=tuple(notes))
+
     @property
     def tags(self) -> dict[str, str]:
         """The settings as MLflow tags of the study's parent run (and its params, but trials and narrowing)."""

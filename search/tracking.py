@@ -33,6 +33,13 @@ STATE_TAG = "optuna.state"
 # Optuna's final trial state -> the MLflow run status it ends with
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
+# The study's runs table, saved with its experiment as an MLflow "shared view" (experiment tag
+# mlflow.sharedViewState.<key>, which MLflow 3's UI lists under Views and applies when the URL names it):
+# the scores as visible columns, the best trial first. The UI otherwise opens an experiment on its GenAI
+# overview (traces, latency) and shows no metric column; ``experiment_url`` opens it on this view.
+STUDY_VIEW = "study"
+VIEW_COLUMNS = ("fid", "fid_before", "precision", "recall", "coverage", "class_coverage")
+VIEW_PARAMS = ("architecture", "loss", "refine_method")
 
 
 class TrackingError(RuntimeError):
@@ -90,8 +97,11 @@ def open_study_run(uri: str, study_name: str, *, resume: bool, tags: Mapping[str
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         exp_id = c.create_experiment(experiment, artifact_location=_experiment_artifacts(uri, experiment))
+        save_study_view(uri, exp_id)
     else:
         exp_id = exp.experiment_id
+        if f"mlflow.sharedViewState.{STUDY_VIEW}" not in exp.tags:  # an experiment from before the view
+            save_study_view(uri, exp_id)
     found = _search(c, exp_id, f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'")
     if found and resume:
         run_id = found[0].info.run_id
@@ -103,6 +113,24 @@ def open_study_run(uri: str, study_name: str, *, resume: bool, tags: Mapping[str
         run = c.create_run(exp_id, run_name=study_name, tags={ROLE_TAG: "study", STUDY_TAG: study_name, **tags})
         run_id = run.info.run_id
     return StudyRun(tracking_uri=uri, experiment_id=exp_id, parent_run_id=run_id)
+
+
+def save_study_view(uri: str, experiment_id: str) -> None:
+    """The study's runs table as a saved view of its experiment: the scores and the key parameters as
+    columns, sorted by FID (which also lays the nested trials out as rows of their own)."""
+    import json
+
+    columns = [f"metrics.`{m}`" for m in VIEW_COLUMNS] + [f"params.`{p}`" for p in VIEW_PARAMS]
+    state = {"selectedColumns": columns, "orderByKey": f"metrics.`{VIEW_COLUMNS[0]}`", "orderByAsc": True}
+    envelope = {"name": "Study scores", "createdAt": _now_ms(), "state": json.dumps(state)}
+    client(uri).set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{STUDY_VIEW}", json.dumps(envelope))
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The study's experiment in the MLflow UI at ``base``: its runs table, in the study's saved view and the
+    UI's model-training mode (MLflow 3 otherwise lands on its GenAI overview)."""
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={STUDY_VIEW}"
+            f"&workflowType=machine_learning")
 
 
 def _experiment_artifacts(uri: str, study_name: str) -> str | None:
@@ -178,11 +206,12 @@ def log_study_artifacts(study_run: StudyRun, folder: Path, artifact_path: str = 
     client(study_run.tracking_uri).log_artifacts(study_run.parent_run_id, str(folder), artifact_path)
 
 
-def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on these results."""
+def ui_command(uri: str, experiment_id: str) -> str:
+    """What opens the MLflow UI on the study's runs table (``experiment_url``)."""
     if is_sqlite(uri):
-        return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-    return f"open {uri} in a browser (the study's experiment is named after the study)"
+        return (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open "
+                f"{experiment_url('http://127.0.0.1:5000', experiment_id)}")
+    return f"open {experiment_url(uri, experiment_id)}"
 
 
 # --- worker side: one trial's run ------------------------------------------------------------------

@@ -32,7 +32,7 @@ def _nothing_written(tmp_path) -> None:
     (["--study", "gan", "--sampler", "cmaes"], "unknown sampler 'cmaes'; valid choices: tpe, random, nsga2"),
     (["--study", "gan", "--pruner", "halving"],
      "unknown pruner 'halving'; valid choices: asha, median, percentile, hyperband, none"),
-    (["--study", "gan", "--budget", "huge"], "unknown budget 'huge'; valid choices: smoke, small, full"),
+    (["--study", "gan", "--budget", "huge"], "unknown budget 'huge'; valid choices: smoke, quick, small, full"),
     (["--study", "gan", "--precision", "fp16"], "unknown precision 'fp16'; valid choices: fp32, tf32, bf16"),
     (["--study", "pareto", "--pruner", "median"], "Optuna cannot prune multi-objective studies; use --pruner none"),
     (["--resume", "--name", "ghost"], "cannot --resume study 'ghost': it does not exist in sqlite:///"),
@@ -166,7 +166,8 @@ def _outcome(states: list[str], reasons: list[str | None], interrupted=False):
     from search.report import StudyOutcome
 
     table = pd.DataFrame({"number": range(len(states)), "state": states, "fail_reason": reasons})
-    return StudyOutcome(name="s", storage="sqlite:///o.db", tracking_uri="sqlite:///m.db", interrupted=interrupted,
+    return StudyOutcome(name="s", storage="sqlite:///o.db", tracking_uri="sqlite:///m.db", experiment_id="1",
+                        interrupted=interrupted,
                         table=table, best=table.iloc[0:0], report_dir=Path("r"), skipped_plots={},
                         resume_command="python -m search.run --name s --resume")
 

@@ -181,7 +181,7 @@ def test_dot_latent_study_on_a_real_mlflow_server(dot_latent_study):
     assert [t.params for t in trials] == [recipe_params(r, study) for r in recipes]
     for t in trials:
         if t.state == TrialState.COMPLETE:
-            assert t.params["refine_method"] == "latent" and t.params["refine_steps"] == 10
+            assert t.params["refine_method"] == "latent" and t.params["refine_steps"] == 5
             _check_complete_run(dot_latent_study["tracking"], by_number[t.number], t, refined=True)
             assert t.value == pytest.approx(t.user_attrs["fid"])  # the objective: FID after refinement
     assert f"MLflow UI: open {dot_latent_study['tracking']}" in dot_latent_study["proc"].stdout

@@ -110,7 +110,7 @@ def test_list_studies_one_line_each():
 
 @pytest.mark.parametrize("lookup, bad, valid", [
     (get_study, "dot", "gan, dot_latent, dot_target, dot_embedded, ddls, pareto"),
-    (get_budget, "huge", "smoke, small, full"),
+    (get_budget, "huge", "smoke, quick, small, full"),
     (lambda n: make_sampler(n, seed=0, n_trials=4), "cmaes", "tpe, random, nsga2"),
     (lambda n: make_pruner(n, BUDGETS["smoke"]), "halving", "asha, median, percentile, hyperband, none"),
 ])

@@ -1,8 +1,9 @@
 """The study's results in the UIs people read them with, checked end to end on a real smoke study:
 
 - the MLflow UI in a real browser: `mlflow server` on loopback over the study's own stores, driven
-  with Debian's Chromium through Playwright: the experiment, its trial runs nested under the study's
-  parent run, a trial's artifact tree and refinement/frontier.png shown as an image;
+  with Debian's Chromium through Playwright: the experiment URL the CLI prints opens on the study's runs
+  table with its scores as columns; the trial runs nested under the study's parent run, a trial's artifact
+  tree and refinement/frontier.png shown as an image;
 - optuna-dashboard's HTTP API over the same study's Optuna storage.
 
 Slow (a Ray study first); skipped, with the reason, only where no Chromium can be had (.ci/run installs
@@ -55,7 +56,7 @@ def smoke_study(tmp_path_factory, search_env) -> dict:
     tracking = f"sqlite:///{runs / 'mlflow.db'}"
     (parent,), trials = mlflow_runs(tracking, NAME)
     return {"root": root, "runs": runs, "tracking": tracking, "storage": f"sqlite:///{runs / 'optuna.db'}",
-            "parent": parent, "trials": {r.info.run_name: r for r in trials}}
+            "parent": parent, "trials": {r.info.run_name: r for r in trials}, "stdout": proc.stdout}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,34 @@ def _close_assistant(pg) -> None:
     except Exception:  # noqa: BLE001 - no panel in this MLflow version: nothing to close
         return
     close.click()
+
+
+def test_the_printed_experiment_url_opens_the_runs_table_with_the_scores(smoke_study, mlflow_ui, page, shots):
+    """MLflow 3 opens an experiment on its GenAI overview and shows no metric column; the URL the study prints
+    names the study's saved view (search.tracking.save_study_view): its runs, scores as columns, best first."""
+    from playwright.sync_api import expect
+
+    pg, parent = page, smoke_study["parent"]
+    exp_id = parent.info.experiment_id
+    printed = re.search(r"MLflow UI: mlflow ui --backend-store-uri \S+ --host 127\.0\.0\.1 --port 5000, then open "
+                        r"http://127\.0\.0\.1:5000(/\S+)$", smoke_study["stdout"], re.MULTILINE)
+    assert printed, smoke_study["stdout"][-2000:]
+    assert printed.group(1) == (f"/#/experiments/{exp_id}/runs?viewStateShareKey=study"
+                                f"&workflowType=machine_learning")
+    pg.set_viewport_size({"width": 2600, "height": 1000})  # the grid renders only the columns in view
+    pg.goto(mlflow_ui + printed.group(1), wait_until="domcontentloaded")
+    _close_assistant(pg)
+    expect(pg).to_have_url(re.compile(rf"#/experiments/{exp_id}/runs"))  # not the GenAI overview
+    headers = pg.locator('[role="columnheader"]')
+    for score in ("fid", "fid_before", "precision", "recall"):
+        expect(headers.filter(has_text=re.compile(rf"^{score}$")).first).to_be_attached()
+    # sorted by FID, the trials are rows of their own (not folded under the parent), each showing its score;
+    # the grid draws a row twice (its pinned name column, its scrolled cells), both under the run's row-id
+    for run in smoke_study["trials"].values():
+        row = pg.locator(f'[role="row"][row-id="{run.info.run_id}"]')
+        expect(row.filter(has=pg.locator(f'a[href$="/runs/{run.info.run_id}"]')).first).to_be_visible()
+        expect(row.filter(has_text=re.compile(rf"{int(run.data.metrics['fid'])}\.\d"))).to_have_count(1)
+    pg.screenshot(path=shots / "mlflow-ui-study-view.png", full_page=True)
 
 
 def test_mlflow_ui_shows_trials_nested_and_the_refinement_frontier(smoke_study, mlflow_ui, page, shots):
@@ -214,5 +243,6 @@ def test_optuna_dashboard_reads_the_smoke_study(smoke_study, search_env):
     for shown, t in zip(detail["trials"], trials, strict=True):
         assert shown["values"] == [pytest.approx(t.value)]
         assert {v["step"]: v["value"] for v in shown["intermediate_values"]} == pytest.approx(t.intermediate_values)
-        assert sorted(v["step"] for v in shown["intermediate_values"]) == [25, 50, 75, 100]  # smoke: every 25 steps
+        # smoke: every 1,600 training images
+        assert sorted(v["step"] for v in shown["intermediate_values"]) == [1600, 3200, 4800, 6400]
     assert detail["has_intermediate_values"] is True
