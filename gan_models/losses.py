@@ -1,4 +1,4 @@
-"""Adversarial losses and regularisers (see DESIGN.md, "GAN variants").
+"""Adversarial losses and regularisers (docs/training.md, "Networks and losses").
 
 Every loss is one frozen ``AdversarialLoss`` in ``LOSSES``: a pair of small functions with one signature each,
     d_loss(d_real [B], d_fake [B]) -> scalar      g_loss(d_fake [B]) -> scalar

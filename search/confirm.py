@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from .messages import final_metric_names
@@ -43,15 +44,17 @@ def best_configurations(study: optuna.Study, plan: StudyPlan, top: int) -> list[
     return sorted(complete, key=lambda t: sign * t.values[0])[:top]
 
 
-def confirm_plan(plan: StudyPlan) -> StudyPlan:
-    """The confirmation study's plan: the same space and budget, nothing to prune, nothing enqueued by it."""
-    settings = plan.settings.replace(pruner="none", sampler="random")
+def confirm_plan(plan: StudyPlan, trials: int) -> StudyPlan:
+    """The confirmation study's plan: the same space and budget, ``trials`` reruns, nothing to prune, nothing
+    enqueued by it (its trials are the reruns)."""
+    settings = plan.settings.replace(pruner="none", sampler="random", trials=trials)
     return dataclasses.replace(plan, name=plan.name + CONFIRM_SUFFIX, settings=settings, enqueued=(), notes=())
 
 
-def open_confirmations(plan: StudyPlan, stores: Stores, opened: OpenStudy, *, k: int, top: int) -> OpenStudy | None:
-    """The confirmation study with every missing (configuration, seed) trial enqueued; None when there is
-    nothing to confirm (no complete trial)."""
+def open_confirmations(plan: StudyPlan, stores: Stores, opened: OpenStudy, *, k: int,
+                       top: int) -> tuple[StudyPlan, OpenStudy] | None:
+    """The confirmation study's plan, and the study opened with every missing (configuration, seed) trial
+    enqueued; None when there is nothing to confirm (no complete trial)."""
     import optuna
 
     from .resume import finished_trials
@@ -61,7 +64,8 @@ def open_confirmations(plan: StudyPlan, stores: Stores, opened: OpenStudy, *, k:
     best = best_configurations(opened.study, plan, top)
     if not best:
         return None
-    cplan = confirm_plan(plan)
+    wanted = [(t, plan.settings.seed + i) for t in best for i in range(1, k + 1)]
+    cplan = confirm_plan(plan, len(wanted))
     study = optuna.create_study(study_name=cplan.name, storage=stores.storage, load_if_exists=True,
                                 directions=list(plan.study.directions), sampler=optuna.samplers.RandomSampler(),
                                 pruner=optuna.pruners.NopPruner())
@@ -70,12 +74,11 @@ def open_confirmations(plan: StudyPlan, stores: Stores, opened: OpenStudy, *, k:
     have = {(t.user_attrs.get(CONFIRMS_ATTR), t.user_attrs.get(SEED_ATTR)) for t in finished_trials(study)}
     waiting = {(t.user_attrs.get(CONFIRMS_ATTR), t.user_attrs.get(SEED_ATTR))
                for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"}
-    wanted = [(t, plan.settings.seed + i) for t in best for i in range(1, k + 1)]
     for trial, seed in wanted:
         if (trial.number, seed) not in have | waiting:
             study.enqueue_trial(trial.params, user_attrs={CONFIRMS_ATTR: trial.number, SEED_ATTR: seed})
     remaining = sum((t.number, s) not in have for t, s in wanted)
-    return OpenStudy(study=study, study_run=run, session=opened.session, remaining=remaining, notes=[])
+    return cplan, OpenStudy(study=study, study_run=run, session=opened.session, remaining=remaining, notes=[])
 
 
 def seed_statistics(values: list[float]) -> tuple[float, float]:
@@ -111,6 +114,8 @@ def confirmed_table(study: optuna.Study, confirm_study: optuna.Study, plan: Stud
 
 def log_confirmed(study_run, table: pd.DataFrame) -> None:
     """The best configuration's mean ± sd as metrics of the study's parent run (the table is its artifact)."""
+    from mlflow.entities import Metric
+
     from .tracking import client, finite_metrics
 
     if table.empty:
@@ -118,6 +123,6 @@ def log_confirmed(study_run, table: pd.DataFrame) -> None:
     best = table.iloc[0].to_dict()
     values = finite_metrics({f"confirmed_{k}": v for k, v in best.items() if k.endswith(("_mean", "_sd"))})
     values["confirmed_n_seeds"] = float(best["n_seeds"])
-    c = client(study_run.tracking_uri)
-    for key, value in values.items():
-        c.log_metric(study_run.parent_run_id, key, value)
+    now = int(time.time() * 1000)
+    client(study_run.tracking_uri).log_batch(study_run.parent_run_id,
+                                             metrics=[Metric(k, v, now, 0) for k, v in values.items()])

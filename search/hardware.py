@@ -144,13 +144,13 @@ def measure_speed(inputs: TrialInputs, space: Mapping[str, ParamSpec], *, thread
         for arch in _architectures(space):
             config = TrainConfig.from_dict({**next(iter(RECIPES.values())).params, "architecture": arch})
             trainers = [Trainer(config.replace(seed=i), inputs.train_images, device=device) for i in range(at_once)]
-            counts = [0] * at_once
-            workers = [threading.Thread(target=_train_for, args=(t, counts, i)) for i, t in enumerate(trainers)]
+            steps, seconds = [0] * at_once, [0.0] * at_once
+            workers = [threading.Thread(target=_train_for, args=(t, steps, seconds, i)) for i, t in enumerate(trainers)]
             for w in workers:
                 w.start()
             for w in workers:
                 w.join()
-            rates.append(sum(counts) / at_once * config.images_per_step / MEASURE_S)
+            rates.append(sum(n / s for n, s in zip(steps, seconds, strict=True)) / at_once * config.images_per_step)
         evaluator = inputs.evaluator.to(device)
         n = 1000
         samples = trainers[0].sample(n)
@@ -163,15 +163,17 @@ def measure_speed(inputs: TrialInputs, space: Mapping[str, ParamSpec], *, thread
     return Speed(images_per_s=len(rates) / sum(1 / r for r in rates), score_s_per_sample=score_s)
 
 
-def _train_for(trainer, counts: list[int], i: int) -> None:
-    """Steps of ``trainer`` in MEASURE_S seconds, after one untimed step (allocations, kernel choices)."""
+def _train_for(trainer, steps: list[int], seconds: list[float], i: int) -> None:
+    """Train ``trainer`` for about MEASURE_S seconds after one untimed step (allocations, kernel choices); its
+    step count and the seconds they took into ``steps[i]``, ``seconds[i]``."""
     trainer.train_step()
     trainer.sync()
     start = time.perf_counter()
     while time.perf_counter() - start < MEASURE_S:
         trainer.train_step()
-        counts[i] += 1
+        steps[i] += 1
     trainer.sync()
+    seconds[i] = time.perf_counter() - start
 
 
 def estimate_s(study: Study, budget: Budget, *, trials: int, pruner: str, at_once: int, speed: Speed,
@@ -197,5 +199,7 @@ def fit_trials(estimate: Callable[[int], float], *, limit_s: float, most: int) -
 
 
 def clock(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"

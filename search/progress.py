@@ -2,9 +2,11 @@
 
 The status line counts trials by state, names the best objective so far and its trial, and gives
 the elapsed time and an ETA. The ETA comes from the measured pace of training images this session
-(images trained / seconds), applied to the images still ahead if no further trial were pruned: an
-upper bound that tightens as pruning shows up in the pace. In a terminal the line is a live bar
-(tqdm); elsewhere (a log file, CI, ``ray job logs``) it is printed every ``every_s`` seconds.
+(images trained / seconds), applied to the images still ahead: the rest of every running trial, and
+for each trial not yet started the share of a full trial its pruner is expected to spend
+(search.hardware.PRUNER_SPEND: a quarter under successive halving, all of it without a pruner). In a
+terminal the line is a live bar (tqdm); elsewhere (a log file, CI, ``ray job logs``) it is printed
+every ``every_s`` seconds.
 
 The bridge feeds it (``StudyLink.progress``): a step reached by a running trial, a trial's final
 state. Ray Tune calls ``on_step_end`` on each turn of its loop, which refreshes the line.
@@ -21,6 +23,7 @@ from typing import IO, TYPE_CHECKING
 
 from ray.tune import Callback
 
+from .hardware import PRUNER_SPEND
 from .settings import StudyPlan
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ class StudyProgress(Callback):
     def __post_init__(self) -> None:
         self.name, self.n_trials = self.plan.name, self.plan.settings.trials
         self.images_per_trial = self.plan.budget.images
+        self.spend = PRUNER_SPEND[self.plan.settings.pruner][0]  # of a full trial, by a trial not yet started
         self.objectives: Sequence[str] = self.plan.study.objectives
         self.directions: Sequence[str] = self.plan.study.directions
         self.started = self.clock()
@@ -97,7 +101,8 @@ class StudyProgress(Callback):
             return math.inf
         finished = sum(self.counts.values())
         not_started = max(0, self.n_trials - finished - len(self.running))
-        ahead = not_started * self.images_per_trial + sum(self.images_per_trial - s for s in self.running.values())
+        ahead = (not_started * self.spend * self.images_per_trial
+                 + sum(self.images_per_trial - s for s in self.running.values()))
         return ahead / (self.images_done / elapsed)
 
     def status(self) -> str:

@@ -102,7 +102,10 @@ def size_study(opts: SearchOptions, plan: StudyPlan, stores: Stores, inputs: Tri
     if not hardware.cluster:
         at_once = trials_at_once(hardware, cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=share,
                                  max_concurrent=opts.max_concurrent)
-        device = "cuda" if share > 0 and hardware.gpus > 0 else "cpu"  # too few GPUs: Ray's check says so next
+        # a trial trains on CUDA when it gets a GPU share and CUDA is there (a logical --num-gpus: on the CPU)
+        import torch
+
+        device = "cuda" if share > 0 and hardware.gpus > 0 and torch.cuda.is_available() else "cpu"
         speed = measure_speed(inputs, {**plan.study.specs, **plan.narrowing}, threads=int(opts.cpus_per_trial),
                               device=device, at_once=at_once)
 
@@ -231,18 +234,22 @@ def confirm(opts: SearchOptions, plan: StudyPlan, stores: Stores, opened: OpenSt
     """--confirm K: the best configurations retrained with K more seeds (search.confirm); their table, or None."""
     if not opts.confirm:
         return None
-    from .confirm import confirm_plan, confirmed_table, log_confirmed, open_confirmations
+    from .confirm import confirmed_table, log_confirmed, open_confirmations
 
-    opened_c = open_confirmations(plan, stores, opened, k=opts.confirm, top=opts.confirm_top)
-    if opened_c is None:
+    confirmations = open_confirmations(plan, stores, opened, k=opts.confirm, top=opts.confirm_top)
+    if confirmations is None:
         log("note: --confirm: no complete trial to confirm")
         return None
-    cplan = confirm_plan(plan)
+    cplan, opened_c = confirmations
     if opened_c.remaining:
-        log(f"confirm: the best {min(opts.confirm_top, len(opened.study.trials))} configurations with "
-            f"{opts.confirm} more seeds each")
+        top = cplan.settings.trials // opts.confirm
+        log(f"confirm: the best {'configuration' if top == 1 else f'{top} configurations'} with {opts.confirm} "
+            f"more seed{'s' if opts.confirm > 1 else ''} each")
         if not _trials(opts, cplan, stores, opened_c, inputs, gpus_per_trial, log=log):
             return None
+    from .tracking import end_study_run
+
+    end_study_run(opened_c.study_run, "FINISHED")
     table = confirmed_table(opened.study, opened_c.study, plan, opts.confirm_top)
     log_confirmed(opened.study_run, table)
     return table
@@ -291,12 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain the best configurations with K more seeds; report mean ± sd of every score")
     p.add_argument("--confirm-top", type=int, default=DEFAULT_CONFIRM_TOP, metavar="N",
                    help=f"how many best configurations --confirm retrains (default {DEFAULT_CONFIRM_TOP})")
+    _resource_flags(p)
+    _store_and_output_flags(p)
+    return p
+
+
+def _resource_flags(p: argparse.ArgumentParser) -> None:
+    """Where and with what the trials run."""
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial; a fraction shares a GPU (default 0.25 where there are GPUs, else 0)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="restarts of a trial whose worker or node was lost (a trial's own error is never retried)")
+
+
+def _store_and_output_flags(p: argparse.ArgumentParser) -> None:
+    """Where the study's records and data live, and what it prints."""
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUNS_DIR/optuna.db)")
     p.add_argument("--storage-path", help="Ray checkpoints: a folder, or with --address s3://, gs:// or file:// "
                                           "on shared storage (default RUNS_DIR/ray)")
@@ -318,7 +336,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--progress-every", dest="progress_every_s", type=float, default=30.0,
                    help="seconds between status lines when stdout is not a terminal (default 30)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,10 +44,22 @@ def test_every_extractor_maps_images_to_features_differentiably(name, vgg16_weig
         assert module.weights_sha256 == hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def test_classifier_alt_is_a_different_embedding(mnist_test):
-    x = to_float(mnist_test.images[:16])
-    a, b = feature_extractor("classifier")(x), feature_extractor("classifier-alt")(x)
+def test_classifier_alt_is_a_different_embedding_of_a_trained_classifier(mnist_test):
+    """Both roles are trained digit classifiers (random weights would fail the accuracy), and embedded DOT's
+    ``classifier-alt`` is not the scoring ``classifier``: other weights, other features, other mistakes."""
+    from evaluation import load_classifier
+
+    x, labels = to_float(mnist_test.images[:2000]), mnist_test.labels[:2000]
+    predictions = {}
+    for role in ("classifier", "classifier-alt"):
+        net, info = load_classifier("mnist", role)
+        with torch.no_grad():
+            predictions[role] = net(x).argmax(1)
+        assert (predictions[role] == labels).float().mean() > 0.98, role
+        assert feature_extractor(role).weights_sha256 == info.sha256
+    a, b = feature_extractor("classifier")(x[:16]), feature_extractor("classifier-alt")(x[:16])
     assert a.shape == b.shape and not torch.allclose(a, b)
+    assert not torch.equal(predictions["classifier"], predictions["classifier-alt"])
 
 
 def test_unknown_feature_space_lists_the_registry():

@@ -46,7 +46,7 @@ def test_unknown_loss_lists_valid_ones():
 
 
 def test_declared_needs_follow_the_design_table():
-    """DESIGN.md: wgan clips D's weights, wgan-gp adds a gradient penalty, san has a SAN head on hinge or bce."""
+    """docs/training.md: wgan clips D's weights, wgan-gp adds a gradient penalty, san has a SAN head on hinge or bce."""
     declared = {name: (loss.needs.clips_weights, loss.needs.gradient_penalty, loss.needs.san_head)
                 for name, loss in LOSSES.items()}
     assert declared == {"bce": (False, False, False), "wgan": (True, False, False), "wgan-gp": (False, True, False),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gan_models.data import DATASETS
 from gan_models.train import main
 
 from cli_runner import run_bad_input
@@ -34,7 +35,7 @@ CASES = [
     ("option-of-another-loss", ["--loss", "hinge", "--clip-value", "0.1"],
      "clip_value is only used by loss 'wgan', got loss 'hinge'"),
     ("unknown-dataset", ["--dataset", "cifar10"],
-     "unknown dataset 'cifar10'; valid choices: mnist, fashion-mnist, kmnist"),
+     f"unknown dataset 'cifar10'; valid choices: {', '.join(DATASETS)}"),
     ("unknown-option", ["--lamda-gp", "5"], "unrecognized arguments: --lamda-gp 5"),
     ("not-a-number", ["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
 ]

@@ -82,7 +82,14 @@ def test_uniform_prior_and_width_multiplier(mnist_train):
     cfg = TrainConfig(latent_prior="uniform", width=0.5, steps=2, batch_size=8)
     trainer = Trainer(cfg, mnist_train.images[:64])
     trainer.train_step()
-    assert trainer.G.net[0].out_features == 128
+    # U[-1, 1]^d: inside the cube, mean 0 and variance 1/3 (a normal prior's would be 1, with tails past 1)
+    z = trainer._z(20_000)
+    assert z.shape == (20_000, 100) and z.min() >= -1 and z.max() <= 1
+    assert abs(float(z.mean())) < 0.01 and float(z.var()) == pytest.approx(1 / 3, rel=0.02)
+    # width 0.5: every hidden layer of both networks at half the course's width
+    linear = [m.out_features for m in trainer.G.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear == [128, 256, 512, 784]
+    assert [m.out_features for m in trainer.D.features if isinstance(m, torch.nn.Linear)] == [512, 256, 128]
 
 
 def test_same_seed_gives_bit_identical_weights(mnist_train):

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -49,19 +50,21 @@ def test_unknown_keys_are_errors():
                                      {"ddls_step_size": 0}, {"ddls_noise_scale": -1.0}, {"clip_images": 1},
                                      {"embedding": ""}])
 def test_bad_values(changes):
-    with pytest.raises(RefineConfigError):
+    (field, value), = changes.items()
+    # the message names the field and the value it refused
+    with pytest.raises(RefineConfigError, match=rf"^{field} must be .*, got {re.escape(repr(value))}$"):
         RefineConfig(**changes)
 
 
 def test_zero_steps_allowed_in_the_library_and_frozen():
     c = RefineConfig(steps=0)
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field 'steps'"):
         c.steps = 3  # type: ignore[misc]
     assert c.replace(steps=4).steps == 4
 
 
 def test_declared_methods_follow_the_design():
-    """DESIGN.md, Refinement: what each method moves and where its transport cost lives."""
+    """What each method moves and where its transport cost lives (docs/refinement.md, Tanaka 2019)."""
     declared = {name: (m.kind, m.moves, m.cost_space) for name, m in METHODS.items()}
     assert declared == {
         "target": ("dot", "image", "image"),

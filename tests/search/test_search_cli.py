@@ -7,7 +7,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from gan_models.data import DATASETS
 from search.run import main
+from search.studies import STUDIES
 
 from search_helpers import free_port, run_cli, small_tmpfs, write
 
@@ -28,7 +30,7 @@ def _nothing_written(tmp_path) -> None:
 
 @pytest.mark.parametrize("argv, expected", [
     (["--study", "nope"],
-     "unknown study 'nope'; valid choices: gan, dot_latent, dot_target, dot_embedded, ddls, pareto"),
+     f"unknown study 'nope'; valid choices: {', '.join(STUDIES)}"),
     (["--study", "gan", "--sampler", "cmaes"], "unknown sampler 'cmaes'; valid choices: tpe, random, nsga2"),
     (["--study", "gan", "--pruner", "halving"],
      "unknown pruner 'halving'; valid choices: asha, median, percentile, hyperband, none"),
@@ -96,7 +98,7 @@ def test_too_many_gpus_is_one_line_from_the_real_cli(tmp_path, search_env):
     (["--study", "gan", "--num-gpus", "-1"], "--num-gpus must be an integer >= 0, got -1"),
     (["--study", "gan", "--num-gpus", "1", "--address", "auto"],
      "with --address the cluster's nodes declare their own"),
-    (["--study", "gan", "--dataset", "cifar10"], "unknown dataset 'cifar10'; valid choices: mnist, fashion-mnist"),
+    (["--study", "gan", "--dataset", "cifar10"], f"unknown dataset 'cifar10'; valid choices: {', '.join(DATASETS)}"),
     (["--study", "gan", "--storage-path", "gcsfuse://b/p"], "unsupported scheme 'gcsfuse'; valid choices: a folder"),
     (["--study", "gan", "--tracking-uri", "file:///tmp/mlruns"], "use sqlite:///PATH.db or http://HOST:PORT"),
 ])

@@ -56,18 +56,18 @@ def test_the_best_configurations_are_rerun_with_new_seeds_once_each(stores):
     assert [t.number for t in best_configurations(study, plan, 2)] == [1, 2]
     parent = open_study_run(stores.tracking_uri, "conf", resume=False, tags={})
     opened = OpenStudy(study=study, study_run=parent, session=1, remaining=0, notes=[])
-    confirm = open_confirmations(plan, stores, opened, k=2, top=2)
-    assert confirm is not None and confirm.remaining == 4
+    cplan, confirm = open_confirmations(plan, stores, opened, k=2, top=2)
+    assert confirm.remaining == 4 and cplan.settings.trials == 4 and cplan.name == "conf.confirm"
     waiting = confirm.study.get_trials(states=(TrialState.WAITING,))
     assert sorted((t.user_attrs[CONFIRMS_ATTR], t.user_attrs[SEED_ATTR]) for t in waiting) == [
         (1, 8), (1, 9), (2, 8), (2, 9)]  # seeds: the study's + 1 .. + K
     # a second call (a --resume) enqueues nothing twice
-    assert open_confirmations(plan, stores, opened, k=2, top=2).study.get_trials(states=(TrialState.WAITING,)) \
-        .__len__() == 4
+    _, again = open_confirmations(plan, stores, opened, k=2, top=2)
+    assert len(again.study.get_trials(states=(TrialState.WAITING,))) == 4
     # its runs sit under a parent run of their own, in the study's experiment
     assert confirm.study_run.experiment_id == parent.experiment_id
     assert confirm.study_run.parent_run_id != parent.parent_run_id
-    assert confirm_plan(plan).name == "conf.confirm" and confirm_plan(plan).settings.pruner == "none"
+    assert confirm_plan(plan, 4).settings.pruner == "none" and confirm_plan(plan, 4).settings.trials == 4
 
 
 def test_confirmed_table_pools_the_original_and_its_reruns(stores):

@@ -230,3 +230,33 @@ def test_ray_results_and_checkpoints_go_to_a_storage_uri(pareto_study):
         assert json.loads((checkpoint / "meta.json").read_text())["step"] == last_train["step"]
     assert finals >= 1
     assert not (pareto_study["root"] / "runs" / "ray").exists()  # nothing went to the local default
+
+
+def test_confirm_retrains_the_best_configuration_with_more_seeds(tmp_path_factory, search_env):
+    """--confirm 1 --confirm-top 1: the best trial's params once more with seed + 1, in the study's own
+    `<name>.confirm` study and its experiment; mean ± sd over the two runs, printed, tabled and logged."""
+    import math
+
+    import optuna
+    from mlflow import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("confirm-study")
+    s = _study(tmp, search_env, "gan", ["--trials", "2", "--pruner", "none", "--confirm", "1", "--confirm-top", "1"])
+    best = optuna.load_study(study_name="gan", storage=s["storage"]).best_trial
+    (rerun,) = optuna_trials(s["storage"], "gan.confirm")
+    assert rerun.state == TrialState.COMPLETE and rerun.params == best.params
+    assert rerun.user_attrs["confirms"] == best.number and rerun.user_attrs["seed"] == 1  # the study's seed 0 + 1
+    fids = [best.user_attrs["fid"], rerun.user_attrs["fid"]]
+    mean, sd = sum(fids) / 2, math.sqrt(sum((f - sum(fids) / 2) ** 2 for f in fids))  # n - 1 = 1
+    confirmed = pd.read_parquet(s["report"] / "confirmed.parquet")
+    assert list(confirmed["number"]) == [best.number] and list(confirmed["n_seeds"]) == [2]
+    assert confirmed["fid_mean"].iloc[0] == pytest.approx(mean) and confirmed["fid_sd"].iloc[0] == pytest.approx(sd)
+    table = pd.read_csv(s["report"] / "best_trials.csv")
+    assert table.loc[table["number"] == best.number, "fid_mean"].iloc[0] == pytest.approx(mean)
+    assert f"trial {best.number}: fid {mean:.4g} ± {sd:.2g}" in s["proc"].stdout and "(n = 2 seeds)" in s["proc"].stdout
+    parents, runs = mlflow_runs(s["tracking"], "gan")
+    study_parent = next(p for p in parents if p.data.tags["search.study_name"] == "gan")
+    assert MlflowClient(s["tracking"]).get_run(study_parent.info.run_id).data.metrics["confirmed_fid_mean"] == \
+        pytest.approx(mean)
+    assert {p.data.tags["search.study_name"] for p in parents} == {"gan", "gan.confirm"}
+    assert len(runs) == 3  # two trials and the rerun, each under its own parent run

@@ -196,8 +196,10 @@ def test_a_full_disk_stops_the_study_in_one_line_and_resume_continues(tmp_path, 
     assert lines[0].startswith(f"error: no space left on the disk of --runs-dir {small_disk} (")
     assert "the trials left need about" in lines[0] and "MB free" in lines[0]
     assert lines[0].endswith(f"continue with: python -m search.run --name gan --resume --runs-dir {small_disk}")
-    trials = optuna_trials(storage, "gan")  # the records are readable and nothing finished was lost
-    assert trials and all(t.state in (*FINISHED, TrialState.RUNNING) for t in trials)
+    # the records are readable and nothing finished was lost; recipes not yet started stay enqueued
+    trials = optuna_trials(storage, "gan")
+    assert trials and all(t.state in (*FINISHED, TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    assert any(t.state == TrialState.RUNNING for t in trials)  # the interrupted trial, for --resume to redo
 
     filler.unlink()  # space freed: the same study continues
     done = run_cli(["--name", "gan", "--resume", "--runs-dir", str(small_disk), "--num-cpus", "2"], cwd=tmp_path,

@@ -21,10 +21,10 @@ class Clock:
         return self.t
 
 
-def _progress(clock, **kw) -> tuple[StudyProgress, io.StringIO]:
+def _progress(clock, pruner: str = "none") -> tuple[StudyProgress, io.StringIO]:
     out = io.StringIO()
-    p = StudyProgress(plan=plan_for("dot_latent", NOWHERE, trials=4), n_before={}, every_s=30.0, stream=out,
-                      live_bar=False, clock=clock, **kw)
+    p = StudyProgress(plan=plan_for("dot_latent", NOWHERE, trials=4, pruner=pruner), n_before={}, every_s=30.0,
+                      stream=out, live_bar=False, clock=clock)
     return p, out
 
 
@@ -44,6 +44,18 @@ def test_eta_from_the_pace_of_trained_images():
     p.trial_step(1, 6400)
     # 9,600 images in 20 s (480/s); ahead: 2 not started (12,800) + 0 in trial 1 -> 26.7 s
     assert p.eta_s() == pytest.approx(12800 / 480)
+
+
+def test_eta_counts_the_share_a_pruner_leaves_to_a_trial_not_yet_started():
+    from search.hardware import PRUNER_SPEND
+
+    clock = Clock()
+    p, _ = _progress(clock, pruner="asha")
+    p.trial_started(0)
+    clock.t += 10.0
+    p.trial_step(0, 3200)  # 320 images/s
+    # ahead: the running trial's 3,200 + 3 not started x 6,400 x 0.259 (successive halving's expected spend)
+    assert p.eta_s() == pytest.approx((3200 + 3 * 6400 * PRUNER_SPEND["asha"][0]) / 320)
 
 
 def test_lines_per_finished_trial_and_status_every_period():
