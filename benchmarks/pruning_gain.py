@@ -21,7 +21,7 @@ have spent, labelled as such, to choose a pruner without training every variant.
 
 Both runs start from the known-good recipes, as every study does (``--no-recipes``: from the sampler alone).
 
-    python -m benchmarks.pruning_gain --budget quick --trials 16 --pruner asha \\
+    python -m benchmarks.pruning_gain --budget quick --trials 16 --pruner asha,asha-quorum \\
         --study-file search/study_files/cpu_mlp.yaml --max-concurrent 2
 """
 
@@ -164,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-file", help="narrow the space (YAML), as search.run --study-file")
     p.add_argument("--budget", default="quick", help="smoke | quick | small | full (default quick)")
     p.add_argument("--trials", type=int, default=16)
-    p.add_argument("--pruner", default="asha",
-                   help="the pruner(s) of the pruned run(s), comma-separated (default asha)")
+    p.add_argument("--pruner", default="asha,asha-quorum",
+                   help="the pruner(s) of the pruned run(s), comma-separated (default asha,asha-quorum)")
     p.add_argument("--sampler", default="random", help="default random: every run sees the same configs")
     p.add_argument("--no-recipes", dest="recipes", action="store_false", help="start both from the sampler alone")
     p.add_argument("--seed", type=int, default=0)

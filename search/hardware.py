@@ -41,6 +41,9 @@ _ETA = ASHA_REDUCTION
 PRUNER_SPEND: dict[str, tuple[float, float]] = {
     # rungs at 1/η² and 1/η of the images: all trials reach the first, 1/η the second, 1/η² the end
     "asha": (1 / _ETA**2 + (1 / _ETA) * (1 / _ETA - 1 / _ETA**2) + (1 / _ETA**2) * (1 - 1 / _ETA), 1 / _ETA**2),
+    # the same, but the first η - 1 arrivals at each rung go on: for 16-18 trials about 2 + (n - 2)/η reach the
+    # second rung and 2 + (that - 2)/η the end
+    "asha-quorum": (0.34, 0.21),
     "hyperband": (0.4, 0.2),
     "median": (0.57, 0.5),
     "percentile": (0.51, 0.44),

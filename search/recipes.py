@@ -7,8 +7,9 @@ gan's space; a refining study adds ``REFINE_RECIPES``' values for its first meth
 study's (narrowed) space cannot suggest is left out, with a note.
 
 The figures each recipe reaches at the ``small`` budget on the shipped evaluator are measured by
-``python -m benchmarks.quality`` (docs/results.md); the order below is best first, which is also the
-order they are enqueued in: under successive halving the first trials to reach a rung set its bar.
+``python -m benchmarks.quality`` (docs/results.md): at 1.44M images hinge-sn 21.6, wgan-gp 22.7, san-sn 24.1,
+bce-bn 102, course 121. The order below is the order they are enqueued in: the three spectral-norm/TTUR-family
+recipes first, as under successive halving the first trials to reach a rung set its bar.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 
-# a refining study's first method (its Study.methods[0]) -> the refinement its recipes use. On a good generator
-# (FID 12.3 at 2M images) latent DOT with Adam at lr 0.01 scored 9.4, 8.0, 7.7 after 1, 2, 5 steps, then 10.8
-# after 10 and 17.8 after 20 (docs/results.md): a few steps, then precision keeps rising while FID worsens.
+# a refining study's first method (its Study.methods[0]) -> the refinement its recipes use. Latent DOT with Adam at
+# lr 0.01 took san-sn's generator (FID 24.1) to 20.5, 18.0, 15.0 after 1, 2, 5 steps, and a generator at 6.39
+# to 5.20, 5.13, 6.68 (docs/results.md): a few steps help, then precision keeps rising while FID worsens.
 _DOT = {"refine_steps": 5, "refine_lr": 0.01, "refine_optimizer": "adam", "refine_norm": "l2",
         "refine_k_eff": "estimate"}
 REFINE_RECIPES: dict[str, Mapping[str, Any]] = {

@@ -1,11 +1,12 @@
 """Registries of Optuna samplers and pruners, by the names the CLI takes.
 
 Pruners compare a trial's intermediate FID, reported every ``budget.eval_every`` training images with
-Optuna's step = images trained, with the other trials' values at the same image count. ``asha``
-(the default) is successive halving, asynchronous as Optuna runs it: at each rung (``asha_min_images``
-× η^k images) a trial goes on only while its FID is within the best 1/η of those that reached the
-rung, so most trials stop after a ninth of the budget. The median pruners wait for the budget's
-start-up trials and reports before deciding.
+Optuna's step = images trained, with the other trials' values at the same image count. ``asha`` is
+successive halving, asynchronous as Optuna runs it: at each rung (``asha_min_images`` × η^k images) a
+trial goes on only while its FID is within the best 1/η of those that reached the rung, so most trials
+stop after a ninth of the budget. ``asha-quorum`` (the default) judges a rung only once η trials have
+reached it (search.quorum_halving): the first arrivals cannot stop each other. The median pruners wait
+for the budget's start-up trials and reports before deciding.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def _asha(b: Budget) -> optuna.pruners.BasePruner:
                                                   min_early_stopping_rate=0)
 
 
+def _asha_quorum(b: Budget) -> optuna.pruners.BasePruner:
+    from .quorum_halving import QuorumHalvingPruner
+
+    return QuorumHalvingPruner(min_resource=b.asha_min_images, max_resource=b.images, reduction_factor=ASHA_REDUCTION)
+
+
 def _median(b: Budget) -> optuna.pruners.BasePruner:
     import optuna
 
@@ -84,6 +91,7 @@ def _none(b: Budget) -> optuna.pruners.BasePruner:
 
 PRUNERS: dict[str, Callable[[Budget], optuna.pruners.BasePruner]] = {
     "asha": _asha,
+    "asha-quorum": _asha_quorum,
     "median": _median,
     "percentile": _percentile,
     "hyperband": _hyperband,

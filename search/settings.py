@@ -28,7 +28,9 @@ from .studies import STUDIES, Study, get_study
 from .urls import is_sqlite, sqlite_path
 
 SETTINGS_ATTR = "search_settings"
-DEFAULT_PRUNER = "asha"
+# successive halving that waits for η values at a rung (search.quorum_halving): Optuna's own asynchronous rule
+# let the first arrivals stop each other and lost the best configuration in benchmarks/pruning_gain (docs/benchmarks.md)
+DEFAULT_PRUNER = "asha-quorum"
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def plan_study(opts: SearchOptions, storage: str, hardware: Hardware) -> StudyPl
         from .recipes import study_recipes
 
         kept, left_out = study_recipes(study, narrowing)
-        if len(kept) > settings.trials:  # best first: a short study tries the best recipes
+        if len(kept) > settings.trials:  # in order: a short study tries the first recipes
             left_out.append(f"recipes {', '.join(n for n, _ in kept[settings.trials:])} left out: "
                             f"only {settings.trials} trials")
         enqueued += [(f"recipe {n}", p) for n, p in kept[:settings.trials]]

@@ -33,7 +33,7 @@ def _nothing_written(tmp_path) -> None:
      f"unknown study 'nope'; valid choices: {', '.join(STUDIES)}"),
     (["--study", "gan", "--sampler", "cmaes"], "unknown sampler 'cmaes'; valid choices: tpe, random, nsga2"),
     (["--study", "gan", "--pruner", "halving"],
-     "unknown pruner 'halving'; valid choices: asha, median, percentile, hyperband, none"),
+     "unknown pruner 'halving'; valid choices: asha, asha-quorum, median, percentile, hyperband, none"),
     (["--study", "gan", "--budget", "huge"], "unknown budget 'huge'; valid choices: smoke, quick, small, full"),
     (["--study", "gan", "--precision", "fp16"], "unknown precision 'fp16'; valid choices: fp32, tf32, bf16"),
     (["--study", "pareto", "--pruner", "median"], "Optuna cannot prune multi-objective studies; use --pruner none"),

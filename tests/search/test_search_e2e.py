@@ -40,7 +40,7 @@ def _study(tmp_path: Path, env, name: str, extra: list[str]) -> dict:
 def gan_study(tmp_path_factory, search_env):
     tmp = tmp_path_factory.mktemp("gan-study")
     # two good configs run first, side by side; the poor one starts only when a slot frees, so it meets the
-    # default pruner (successive halving: at the first rung, 1,600 images, only the best third goes on) after both
+    # default pruner (successive halving: at the first rung, 1,600 images, the third arrival goes on only if best)
     enqueue = write(tmp / "enqueue.yaml", yaml.safe_dump([GOOD_CONFIG, GOOD_HINGE, POOR_CONFIG]))
     return _study(tmp, search_env, "gan", ["--enqueue", str(enqueue), "--no-recipes", "--max-concurrent", "2"])
 

@@ -58,6 +58,23 @@ def test_successive_halvings_expected_spend_is_the_papers_arithmetic():
     assert complete == pytest.approx(1 / 9) and PRUNER_SPEND["none"] == (1.0, 1.0)
 
 
+def test_quorum_halvings_expected_spend_is_its_arithmetic_for_an_hour_long_study():
+    # 18 trials (the main command's on 2 cores): the first η - 1 = 2 arrivals at each rung go on, then a third
+    n, eta = 18, 3
+    second = (eta - 1) + (n - (eta - 1)) / eta
+    last = (eta - 1) + (second - (eta - 1)) / eta
+    spend, complete = PRUNER_SPEND["asha-quorum"]
+    assert spend == pytest.approx((n / 9 + second * 2 / 9 + last * 6 / 9) / n, abs=0.005)
+    assert complete == pytest.approx(last / n, abs=0.005)
+
+
+def test_every_pruner_has_an_expected_spend():
+    from search.samplers import PRUNERS
+
+    assert set(PRUNER_SPEND) == set(PRUNERS)
+    assert all(0 < complete <= spend <= 1 for spend, complete in PRUNER_SPEND.values())
+
+
 def test_estimate_golden():
     budget, speed = BUDGETS["smoke"], Speed(images_per_s=640.0, score_s_per_sample=0.001)
     # no pruning, 4 trials 2 at once, no refinement: each trial trains 6,400 images in 10 s, reports 4 FIDs of

@@ -112,7 +112,7 @@ def test_list_studies_one_line_each():
     (get_study, "dot", ", ".join(STUDIES)),
     (get_budget, "huge", "smoke, quick, small, full"),
     (lambda n: make_sampler(n, seed=0, n_trials=4), "cmaes", "tpe, random, nsga2"),
-    (lambda n: make_pruner(n, BUDGETS["smoke"]), "halving", "asha, median, percentile, hyperband, none"),
+    (lambda n: make_pruner(n, BUDGETS["smoke"]), "halving", "asha, asha-quorum, median, percentile, hyperband, none"),
 ])
 def test_unknown_names_list_the_valid_ones(lookup, bad, valid):
     with pytest.raises(ValueError, match=f"unknown .*{bad!r}; valid choices: {valid}"):
@@ -126,7 +126,7 @@ def test_registries_build_real_optuna_objects():
     assert isinstance(make_pruner("asha", BUDGETS["small"]), optuna.pruners.SuccessiveHalvingPruner)
     assert isinstance(make_pruner("none", BUDGETS["small"]), optuna.pruners.NopPruner)
     assert set(SAMPLERS) == {"tpe", "random", "nsga2"}
-    assert set(PRUNERS) == {"asha", "median", "percentile", "hyperband", "none"}
+    assert set(PRUNERS) == {"asha", "asha-quorum", "median", "percentile", "hyperband", "none"}
 
 
 def test_median_pruner_prunes_a_worse_curve_after_warmup():
@@ -229,6 +229,8 @@ def test_every_pruner_runs_the_bridge_protocol(name):
     stopped = {t.number: max(t.intermediate_values) for t in study.trials if t.state == optuna.trial.TrialState.PRUNED}
     if name == "asha":  # a worse trial is never in the best third at the first rung (1,600 images): it stops there
         assert stopped == {1: 1600, 3: 1600, 5: 1600}
+    if name == "asha-quorum":  # the first two arrivals go on; then a worse trial is never in the best third
+        assert stopped == {3: 1600, 5: 1600}
     if name == "hyperband":  # rungs at min_resource * 3^k = 1,600, 4,800 images; only the worse (odd) trials stop
         assert stopped and set(stopped) <= {1, 3, 5} and set(stopped.values()) <= {1600, 4800}
         assert all(study.trials[i].state == optuna.trial.TrialState.COMPLETE for i in (0, 2, 4))
